@@ -3,8 +3,3 @@
 Usable as a pytest plugin (``harness.plugin``, registered by the root
 conftest.py) and as a CLI (``python -m harness``).
 """
-
-from .discover import Model, discover
-from .checks import CheckResult
-
-__all__ = ["Model", "discover", "CheckResult"]

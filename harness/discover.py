@@ -1,9 +1,9 @@
 """Find the model files and wrap each (file, variant) pair as a ``Model``.
 
 A model file is any ``models/<family>.py`` not starting with ``_`` that
-defines the required hooks (README, "Writing a model"). Discovery is sorted by
-family name, then by the file's own variant order, so every pytest-xdist
-worker collects the same tests in the same order.
+defines the hooks listed in the README section "Writing a model". Discovery is
+sorted by family name, then by the file's own ``EMREF_VARIANTS`` order, so
+every pytest-xdist worker collects the same tests in the same order.
 """
 
 import importlib
@@ -11,6 +11,8 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "models"
@@ -20,8 +22,8 @@ REQUIRED = (
     "emref_truth", "emref_sample", "emref_estimator", "emref_params",
     "emref_objective", "emref_label_axes",
 )
-OPTIONAL = ("emref_oracle", "emref_hostile", "emref_edge", "emref_plot",
-            "emref_scenarios", "emref_align_cost")
+OPTIONAL = ("emref_fit", "emref_oracle", "emref_hostile", "emref_edge",
+            "emref_plot", "emref_scenarios", "emref_align_cost")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Model:
     family: str
     variant: str
     module: object
+    path: str
 
     @property
     def id(self):
@@ -48,6 +51,11 @@ class Model:
 
     def estimator(self, truth, seed):
         return self.module.emref_estimator(self.variant, truth, seed)
+
+    def fit(self, est, X):
+        if self.has("emref_fit"):
+            return self.module.emref_fit(est, X)
+        return est.fit(X)
 
     def params(self, est):
         return {k: np.asarray(v, dtype=float) for k, v in self.module.emref_params(est).items()}
@@ -67,9 +75,6 @@ class Model:
         return float(self.module.EMREF_RECOVERY_C)
 
 
-import numpy as np  # noqa: E402  (used by Model.params)
-
-
 def load_module(path):
     """Import a model file; files of the project's models/ as ``models.<stem>``."""
     path = Path(path).resolve()
@@ -77,7 +82,7 @@ def load_module(path):
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))
         return importlib.import_module(f"models.{path.stem}")
-    name = f"emref_external_{abs(hash(str(path.parent))) % 10**8}_{path.stem}"
+    name = f"emref_ext_{path.parent.name}_{path.stem}"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
@@ -87,11 +92,14 @@ def load_module(path):
     return module
 
 
-def models_from_module(family, module):
+def models_from_file(path):
+    """The Models of one file; raises TypeError naming any missing hook."""
+    path = Path(path).resolve()
+    module = load_module(path)
     missing = [h for h in REQUIRED if not hasattr(module, h)]
     if missing:
-        raise TypeError(f"model {family!r} lacks the hooks {', '.join(missing)}.")
-    return [Model(family, v, module) for v in module.EMREF_VARIANTS]
+        raise TypeError(f"model file {path.name} lacks the hooks {', '.join(missing)}.")
+    return [Model(path.stem, v, module, str(path)) for v in module.EMREF_VARIANTS]
 
 
 def discover(models_dir=None, select=None):
@@ -101,14 +109,11 @@ def discover(models_dir=None, select=None):
     for path in sorted(models_dir.glob("*.py")):
         if path.name.startswith("_"):
             continue
-        module = load_module(path)
-        if not hasattr(module, "emref_truth"):
-            continue
-        found += models_from_module(path.stem, module)
+        found += models_from_file(path)
     if select:
         wanted = set(select)
-        found = [m for m in found if m.family in wanted or m.id in wanted]
         unknown = wanted - {m.family for m in found} - {m.id for m in found}
         if unknown:
             raise ValueError(f"unknown model(s): {', '.join(sorted(unknown))}.")
+        found = [m for m in found if m.family in wanted or m.id in wanted]
     return found

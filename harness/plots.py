@@ -1,0 +1,66 @@
+"""Comparison plots (matplotlib object API, Agg canvas; no global pyplot state).
+
+Each figure has three panels: the objective trace, truth against estimate
+after label alignment, and the model's own panel (its ``emref_plot`` hook).
+Every call writes the one file it is given, so parallel tests never share one.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .checks import aligned
+
+
+def _trace(ax, history):
+    h = np.asarray(history, dtype=float)
+    it = np.arange(len(h))
+    ax.plot(it, h, "o-", ms=2.5, lw=1)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("objective")
+    ax.set_title(f"objective trace ({len(h) - 1} iterations)")
+    if len(h) > 2:
+        gap = h[-1] - h
+        pos = gap > 0
+        if pos.any():
+            inset = ax.inset_axes([0.45, 0.12, 0.5, 0.45])
+            inset.semilogy(it[pos], gap[pos], lw=1, color="C1")
+            inset.set_title("final − objective", fontsize=7)
+            inset.tick_params(labelsize=6)
+
+
+def _truth_vs_estimate(ax, model, truth, params):
+    est = aligned(model, truth, params)
+    lo, hi = np.inf, -np.inf
+    for i, name in enumerate(sorted(est)):
+        t = np.asarray(truth[name], dtype=float).ravel()
+        e = est[name].ravel()
+        ax.scatter(t, e, s=12, color=f"C{i}", label=name, alpha=0.8)
+        lo, hi = min(lo, t.min(), e.min()), max(hi, t.max(), e.max())
+    pad = 0.05 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=0.8)
+    ax.set_xlabel("true")
+    ax.set_ylabel("estimate (aligned)")
+    ax.set_title("truth vs estimate")
+    ax.legend(fontsize=7, loc="upper left")
+
+
+def plot_fit(model, truth, est, X, z, path, title=""):
+    """Write the three-panel comparison figure of one fit to ``path`` (PNG)."""
+    fig = Figure(figsize=(15, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    params = model.params(est)
+    _trace(axes[0], est.history_)
+    _truth_vs_estimate(axes[1], model, truth, params)
+    if model.has("emref_plot"):
+        model.module.emref_plot(axes[2], model.variant, truth, aligned(model, truth, params), X, z)
+    else:
+        axes[2].set_axis_off()
+    fig.suptitle(title or model.id)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    return path
