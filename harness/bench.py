@@ -237,7 +237,7 @@ _BLOBS_CODE = (
 def _import_code(module, name, alias):
     """Python code that imports ``name`` from the model file as ``alias`` in a fresh process."""
     modname = module.__name__
-    if modname.startswith("emref_external_"):  # loaded by path (harness.discover.load_module)
+    if modname.startswith("emref_ext_"):  # loaded by path (harness.discover.load_module)
         return ("import importlib.util as _u\n"
                 f"_s = _u.spec_from_file_location('emref_bench_model', {module.__file__!r})\n"
                 "_m = _u.module_from_spec(_s); _s.loader.exec_module(_m)\n"

@@ -219,11 +219,13 @@ def test_weighted_seeding_equals_seeding_on_duplicated_rows(init):
     # and over duplicated rows has the same jumps, so one seed picks the same
     # points, and the whole fit (init included) must coincide. A seeding that
     # ignores sample_weight, or picks zero-weight rows, breaks this.
+    # max_iter=0: the fitted parameters are the initialisation itself.
     X, w, Xd = weighted_and_duplicated()
-    kw = dict(covariance_type="full", init_params=init, random_state=7, tol=0.0, max_iter=10)
-    a, _ = fit(GaussianMixture(3, **kw), X, sample_weight=w)
-    b, _ = fit(GaussianMixture(3, **kw), Xd)
-    assert_same_fit(a, b, 1e-10)
+    for max_iter in (0, 10):
+        kw = dict(covariance_type="full", init_params=init, random_state=7, tol=0.0, max_iter=max_iter)
+        a, _ = fit(GaussianMixture(3, **kw), X, sample_weight=w)
+        b, _ = fit(GaussianMixture(3, **kw), Xd)
+        assert_same_fit(a, b, 1e-10)
 
 
 def test_sample_weight_scale_invariance_and_zero_weight_rows():
@@ -422,6 +424,8 @@ def test_one_feature_full_diag_spherical_coincide():
     for ct, p in [("full", np.ones((2, 1, 1))), ("diag", np.ones((2, 1))), ("spherical", np.ones(2))]:
         fits[ct], other = fit(GaussianMixture(2, covariance_type=ct, precisions_init=p, **base), X)
         assert not other
+        check_finite_fit(fits[ct], X)
+        assert min_variance(fits[ct]) >= fits[ct].reg_covar
     assert fits["full"].covariances_.shape == (2, 1, 1)
     assert fits["diag"].covariances_.shape == (2, 1)
     assert fits["spherical"].covariances_.shape == (2,)
@@ -577,10 +581,12 @@ class RecordingStarts(GaussianMixture):
 def test_n_init_keeps_the_start_with_the_highest_objective():
     rng = np.random.default_rng(8)
     X = np.vstack([rng.normal(c, 0.8, (150, 2)) for c in ((0, 0), (4, 0), (0, 4), (4, 4), (2, 2))])
-    kw = dict(n_components=5, init_params="random", random_state=3, tol=1e-6, max_iter=200)
+    kw = dict(n_components=5, init_params="random", random_state=12, tol=1e-6, max_iter=200)
     est, _ = fit(RecordingStarts(n_init=6, **kw), X)
     finals = np.array([s[0] for s in est.starts])
-    assert len(finals) == 6 and np.ptp(finals) > 1e-3       # the starts really differ
+    # meaningful: the starts differ, and the best is neither the first nor the last
+    assert len(finals) == 6
+    assert finals.max() - max(finals[0], finals[-1]) > 1e-3
     best = est.starts[int(np.argmax(finals))]
     assert est.lower_bound_ == finals.max() == best[0]
     assert est.converged_ == best[1]
@@ -590,7 +596,7 @@ def test_n_init_keeps_the_start_with_the_highest_objective():
     assert est.score(X) == pytest.approx(finals.max(), rel=1e-12)
     # the first k starts do not depend on n_init, so the kept objective
     # is the running maximum over starts
-    for k in (1, 3):
+    for k in (1, 2, 4):
         e, _ = fit(GaussianMixture(n_init=k, **kw), X)
         assert e.lower_bound_ == finals[:k].max()
 
@@ -668,7 +674,7 @@ def test_sample_validation():
 # ----------------------------------------------------------------------------
 
 
-@settings(max_examples=25, deadline=None, derandomize=True,
+@settings(max_examples=25, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), K=st.integers(1, 3), D=st.integers(1, 3),
        extra=st.integers(0, 40), ct=st.sampled_from(COV_TYPES))
