@@ -32,17 +32,24 @@ E-step (log space, so nothing underflows)
     r_ik     = exp(log p_ik - log p_i)               (responsibilities)
 
 where U_k is the upper-triangular Cholesky factor of the precision,
-Sigma_k^{-1} = U_k U_k^T (sklearn's ``precisions_cholesky_``). The E-step
-returns additive sufficient statistics, accumulated over fixed chunks of rows
-in parallel and reduced in chunk order (bit-identical for any thread count):
+Sigma_k^{-1} = U_k U_k^T (sklearn's ``precisions_cholesky_``); with 'tied'
+(one U), x_i^T U is formed once per row and mu_k^T U subtracted for each k.
+The exponentials use a branch-free polynomial exp (relative error ~1e-16,
+flushed to 0 below exp(-708)), so the loops over rows vectorise. The E-step
+returns additive sufficient statistics, the weighted sums of the features
+phi(x) = (1, x, second moments):
 
     N_k  = sum_i v_i r_ik
     S1_k = sum_i v_i r_ik x_i
-    S2_k = sum_i v_i r_ik x_i x_i^T      (full: matrix; diag/spherical: its diagonal;
+    S2_k = sum_i v_i r_ik x_i x_i^T      (full: its upper triangle; diag/spherical: its diagonal;
                                           tied: sum_i v_i x_i x_i^T, fixed, computed once)
 
-Rows are shifted by the weighted data mean before any statistic is formed,
-so the second moments do not lose digits to cancellation.
+They are accumulated over blocks of rows, four components at a time (each
+feature value feeds four sums), within fixed chunks of rows processed in
+parallel; the chunk partials are reduced in chunk order, so the results are
+bit-identical for any thread count. Rows are shifted by the weighted data
+mean before any statistic is formed, so the second moments do not lose
+digits to cancellation.
 
 M-step (statistics -> parameters, sklearn's formulas)
 ------------------------------------------------------
@@ -53,6 +60,8 @@ M-step (statistics -> parameters, sklearn's formulas)
     tied:      Sigma   = (S2 - sum_k n_k mu_k mu_k^T) / sum_k n_k + reg_covar I
     diag:      s_k = diag(S2_k) / n_k - mu_k^2 + reg_covar
     spherical: s_k = mean_d of the diag value
+    full/tied: U_k = L_k^{-T}, Sigma_k = L_k L_k^T   (Cholesky, in a serial kernel:
+                                                       no threaded BLAS in the EM loop)
 
 Collapse policy (documented, never NaN): ``reg_covar`` is added to every
 variance, so a component that shrinks onto one point, or all-identical data,
@@ -107,177 +116,384 @@ from scipy.special import logsumexp
 # unit of the vectorised inner loops.
 CHUNK = 4096
 BLOCK = 128
+# The statistics take components GROUP at a time, so each feature value loaded
+# feeds GROUP sums; arrays indexed by component are padded to a multiple of
+# GROUP with rows of zero responsibility.
+GROUP = 4
 # Fast-math without 'nnan'/'ninf' (they would break logsumexp over -inf):
 # reassociation lets LLVM vectorise the sums inside a block.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 _LOG_2PI = math.log(2.0 * math.pi)
+# exp(x) = 2^n exp(r), x = n ln 2 + r: ln 2 = _LN2_HI + _LN2_LO, where n _LN2_HI
+# is exact for |n| < 2^21. Below _EXP_MIN, exp is flushed to 0 (2^n must stay
+# a normal number; exp(-708) = 3e-308 is negligible next to the largest term, 1).
+_INV_LN2 = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+_EXP_MIN = -708.0
 _COV_KIND = {"full": 0, "tied": 1, "diag": 2, "spherical": 3}
-# How a covariance type stores its second moments: 2 full matrix, 1 diagonal,
-# 0 none per component (tied uses the fixed total scatter instead).
+# Which second moments a covariance type accumulates per component: 2 the upper
+# triangle of x x^T, 1 its diagonal, 0 none (tied uses the fixed total scatter).
 _S2_MODE = {"full": 2, "tied": 0, "diag": 1, "spherical": 1}
+
+
+def _n_features(D, s2_mode):
+    """Length of the feature vector phi(x) = (1, x, second moments)."""
+    return 1 + D + (0, D, D * (D + 1) // 2)[s2_mode]
 
 
 # ----------------------------------------------------------------------------
 # Kernels. All take preallocated float64 arrays; the data are stored
-# transposed, Xt[d, i], so the inner loops run over rows and vectorise.
+# transposed, Xt[d, i], so the inner loops run over the rows of a block and
+# vectorise. Inner loops index 1-D row slices by the loop counter only (an
+# offset index such as Xt[d, b0 + b] makes numba emit a negative-index check
+# per element, which defeats vectorisation).
 # ----------------------------------------------------------------------------
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _accumulate_block(Xt, b0, nb, r, s2_mode, N, S1, S2):
-    """Add one block's statistics, r[k, b] = v_i r_ik for rows b0..b0+nb."""
-    K = r.shape[0]
+def _exp_shifted(a, shift, nb):
+    """a[b] <- exp(a[b] - shift[b]) for a[b] <= shift[b], b < nb, in place.
+
+    Branch-free, so the loop vectorises (math.exp is a scalar libm call; and
+    in place, because writing to a second array that LLVM cannot prove
+    distinct from a falls back to the scalar loop).
+    With x = a - shift: n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2],
+    exp(x) = 2^n exp(r), exp(r) by its Taylor series to degree 13 (remainder
+    below 5e-18 relative), 2^n written as its bit pattern. Under fast-math
+    reassociation LLVM may fold the two-part reduction into x - n ln 2 in
+    double; the added relative error, at most 2.4e-17 |n|, stays below the
+    rounding error x itself carries (1.1e-16 |x|). x below _EXP_MIN, or NaN
+    (shift = -inf on a row of -inf), gives 0.
+    """
+    bits = a.view(np.int64)
+    for b in range(nb):
+        x = a[b] - shift[b]
+        x = x if x > _EXP_MIN else _EXP_MIN
+        n = math.floor(x * _INV_LN2 + 0.5)
+        r = (x - n * _LN2_HI) - n * _LN2_LO
+        # exp(r) = sum_{j=0}^{13} r^j / j!   (Horner)
+        p = 1.0 / 6227020800.0
+        p = p * r + 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = p * r + 1.0
+        p = p * r + 1.0
+        # 2^n: biased exponent n + 1023 in bits 52..62
+        bits[b] = (np.int64(n) + 1023) << 52
+        a[b] = p * a[b] if x > _EXP_MIN else 0.0
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _log_density_block(Xt, b0, nb, cov_kind, base, means, prec_chol, prec_sd,
+                       mu_u, y, t, lp):
+    """lp[k, b] = log w_k N(x_{b0+b} | mu_k, Sigma_k) for b < nb, k < K.
+
+    base[k] = log w_k + log|U_k| - D/2 log 2 pi; mu_u[k] = mu_k^T U (tied
+    only); y (D rows) and t (one row) are scratch.
+    """
     D = Xt.shape[0]
-    # N_k += sum_b r_kb
-    for k in range(K):
-        s = 0.0
-        for b in range(nb):
-            s += r[k, b]
-        N[k] += s
-    # S1_k[d] += sum_b r_kb x_bd
-    for k in range(K):
-        for d in range(D):
-            s = 0.0
+    K = means.shape[0]
+    if cov_kind == 1:
+        # tied, one U for all components: y_be = (x_b^T U)_e, once per block,
+        # y_be = sum_{d<=e} x_bd U[d, e]
+        U = prec_chol[0]
+        for e in range(D):
+            ye = y[e]
             for b in range(nb):
-                s += r[k, b] * Xt[d, b0 + b]
-            S1[k, d] += s
-    if s2_mode == 1:
-        # S2_k[d] += sum_b r_kb x_bd^2
-        for k in range(K):
-            for d in range(D):
-                s = 0.0
+                ye[b] = 0.0
+            for d in range(e + 1):
+                u = U[d, e]
+                xd = Xt[d, b0:b0 + nb]
                 for b in range(nb):
-                    x = Xt[d, b0 + b]
-                    s += r[k, b] * x * x
-                S2[k, d, 0] += s
-    elif s2_mode == 2:
-        # S2_k[d, e] += sum_b r_kb x_bd x_be   (upper triangle, e >= d)
-        for k in range(K):
+                    ye[b] += xd[b] * u
+    for k in range(K):
+        acc = lp[k]
+        for b in range(nb):
+            acc[b] = 0.0
+        if cov_kind == 0:
+            # y_bd = x_bd - mu_kd
             for d in range(D):
-                for e in range(d, D):
-                    s = 0.0
+                m = means[k, d]
+                xd = Xt[d, b0:b0 + nb]
+                yd = y[d]
+                for b in range(nb):
+                    yd[b] = xd[b] - m
+            # maha_b = sum_e t_be^2,  t_be = sum_{d<=e} y_bd U_k[d, e]
+            for e in range(D):
+                u = prec_chol[k, 0, e]
+                y0 = y[0]
+                for b in range(nb):
+                    t[b] = y0[b] * u
+                for d in range(1, e + 1):
+                    u = prec_chol[k, d, e]
+                    yd = y[d]
                     for b in range(nb):
-                        s += r[k, b] * Xt[d, b0 + b] * Xt[e, b0 + b]
-                    S2[k, d, e] += s
+                        t[b] += yd[b] * u
+                for b in range(nb):
+                    acc[b] += t[b] * t[b]
+        elif cov_kind == 1:
+            # maha_b = sum_e (y_be - (mu_k^T U)_e)^2
+            for e in range(D):
+                c = mu_u[k, e]
+                ye = y[e]
+                for b in range(nb):
+                    v = ye[b] - c
+                    acc[b] += v * v
+        else:
+            # maha_b = sum_d ((x_bd - mu_kd) s_kd)^2,  s_kd = 1 / sigma_kd
+            for d in range(D):
+                m = means[k, d]
+                s = prec_sd[k, d]
+                xd = Xt[d, b0:b0 + nb]
+                for b in range(nb):
+                    v = (xd[b] - m) * s
+                    acc[b] += v * v
+        # log p_kb = base_k - maha_b / 2
+        bk = base[k]
+        for b in range(nb):
+            acc[b] = bk - 0.5 * acc[b]
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _normalise_block(K, nb, lp, lse, inv):
+    """Rows lp[k] (k < K) from log p_kb to t_kb = exp(log p_kb - m_b).
+
+    Sets lse[b] = log p_b = logsumexp_k log p_kb and inv[b] = 1 / sum_k t_kb,
+    so r_kb = t_kb inv_b; a row with every log p_kb = -inf gets log p_b = -inf
+    and inv_b = 0 (never NaN).
+    """
+    m = lse
+    # m_b = max_k log p_kb
+    row = lp[0]
+    for b in range(nb):
+        m[b] = row[b]
+    for k in range(1, K):
+        row = lp[k]
+        for b in range(nb):
+            m[b] = row[b] if row[b] > m[b] else m[b]
+    # t_kb = exp(log p_kb - m_b);  s_b = sum_k t_kb  (kept in inv)
+    for b in range(nb):
+        inv[b] = 0.0
+    for k in range(K):
+        row = lp[k]
+        _exp_shifted(row, m, nb)
+        for b in range(nb):
+            inv[b] += row[b]
+    # log p_b = m_b + log s_b;  inv_b = 1 / s_b
+    for b in range(nb):
+        s = inv[b]
+        if s > 0.0:
+            lse[b] = m[b] + math.log(s)
+            inv[b] = 1.0 / s
+        else:
+            lse[b] = -np.inf
+            inv[b] = 0.0
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _accumulate_block(Xt, b0, nb, r, s2_mode, M):
+    """M[k, f] += sum_b r[k, b] phi_f(x_{b0+b}), phi = (1, x, second moments).
+
+    r[k, b] = v_i r_ik; r has a multiple of GROUP rows (padding rows zero),
+    taken GROUP at a time. The second moments are x_d^2 (s2_mode 1) or x_d x_e
+    for d <= e in row-major order (s2_mode 2), formed on the fly.
+    """
+    D = Xt.shape[0]
+    for k in range(0, r.shape[0], GROUP):
+        r0 = r[k]
+        r1 = r[k + 1]
+        r2 = r[k + 2]
+        r3 = r[k + 3]
+        # N_k += sum_b r_kb
+        s0 = s1 = s2 = s3 = 0.0
+        for b in range(nb):
+            s0 += r0[b]
+            s1 += r1[b]
+            s2 += r2[b]
+            s3 += r3[b]
+        M[k, 0] += s0
+        M[k + 1, 0] += s1
+        M[k + 2, 0] += s2
+        M[k + 3, 0] += s3
+        f = 1 + D
+        for d in range(D):
+            xd = Xt[d, b0:b0 + nb]
+            # S1_k[d] += sum_b r_kb x_bd
+            s0 = s1 = s2 = s3 = 0.0
+            for b in range(nb):
+                x = xd[b]
+                s0 += r0[b] * x
+                s1 += r1[b] * x
+                s2 += r2[b] * x
+                s3 += r3[b] * x
+            M[k, 1 + d] += s0
+            M[k + 1, 1 + d] += s1
+            M[k + 2, 1 + d] += s2
+            M[k + 3, 1 + d] += s3
+            e_end = (d, d + 1, D)[s2_mode]
+            for e in range(d, e_end):
+                xe = Xt[e, b0:b0 + nb]
+                # S2_k[d, e] += sum_b r_kb x_bd x_be
+                s0 = s1 = s2 = s3 = 0.0
+                for b in range(nb):
+                    x = xd[b] * xe[b]
+                    s0 += r0[b] * x
+                    s1 += r1[b] * x
+                    s2 += r2[b] * x
+                    s3 += r3[b] * x
+                M[k, f] += s0
+                M[k + 1, f] += s1
+                M[k + 2, f] += s2
+                M[k + 3, f] += s3
+                f += 1
 
 
 @njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def _e_step_kernel(Xt, sw, cov_kind, s2_mode, log_w, means, prec_chol, prec_sd,
-                   log_det, want_stats, want_resp, work,
-                   pN, pS1, pS2, pLL, logp_out, resp_out):
+def _e_step_kernel(Xt, sw, cov_kind, s2_mode, base, means, prec_chol, prec_sd,
+                   mu_u, want_stats, want_resp, work, pM, pLL, logp_out, resp_out):
     """E-step over fixed chunks: log-likelihoods, responsibilities, statistics.
 
-    Writes per-chunk partials pN[c], pS1[c], pS2[c], pLL[c] (reduced by the
-    caller in chunk order), the per-row log-likelihood logp_out[i], and, when
+    Writes per-chunk partials pM[c, k, f] = sum_i v_i r_ik phi_f(x_i) and
+    pLL[c] = sum_i v_i log p_i over the rows of chunk c (reduced by the caller
+    in chunk order), the per-row log-likelihood logp_out[i], and, when
     want_resp, resp_out[i, k].
     """
     D, n = Xt.shape
     K = means.shape[0]
+    KG = (K + GROUP - 1) // GROUP * GROUP
     n_chunks = pLL.shape[0]
     for c in prange(n_chunks):
-        lp = work[c, 0:K]            # log w_k N(x | k), then r_kb
-        dif = work[c, K:K + D]       # x_b - mu_k
-        y = work[c, K + D]           # one coordinate of (x - mu_k)^T U_k
-        acc = work[c, K + D + 1]     # squared Mahalanobis distance
-        mx = work[c, K + D + 2]      # max_k log p_kb, then log p_b
+        r = work[c, 0:KG]             # log p_kb, then t_kb, then v_b r_kb
+        y = work[c, KG:KG + D]        # scratch rows for the Mahalanobis terms
+        t = work[c, KG + D]
+        lse = work[c, KG + D + 1]     # log p_b
+        inv = work[c, KG + D + 2]     # 1 / sum_k t_kb, then v_b / sum_k t_kb
+        r[K:, :] = 0.0                # padding components carry no mass
         pLL[c] = 0.0
         if want_stats:
-            pN[c, :] = 0.0
-            pS1[c, :, :] = 0.0
-            pS2[c, :, :, :] = 0.0
+            pM[c, :, :] = 0.0
         lo = c * CHUNK
         hi = min(n, lo + CHUNK)
         for b0 in range(lo, hi, BLOCK):
             nb = min(hi, b0 + BLOCK) - b0
-            for k in range(K):
-                for b in range(nb):
-                    acc[b] = 0.0
-                if cov_kind <= 1:
-                    # maha_b = sum_e ( sum_{d<=e} (x_bd - mu_kd) U_k[d, e] )^2
-                    for d in range(D):
-                        m = means[k, d]
-                        for b in range(nb):
-                            dif[d, b] = Xt[d, b0 + b] - m
-                    for e in range(D):
-                        for b in range(nb):
-                            y[b] = 0.0
-                        for d in range(e + 1):
-                            u = prec_chol[k, d, e]
-                            for b in range(nb):
-                                y[b] += dif[d, b] * u
-                        for b in range(nb):
-                            acc[b] += y[b] * y[b]
-                else:
-                    # maha_b = sum_d ((x_bd - mu_kd) / s_kd)^2
-                    for d in range(D):
-                        m = means[k, d]
-                        p = prec_sd[k, d]
-                        for b in range(nb):
-                            t = (Xt[d, b0 + b] - m) * p
-                            acc[b] += t * t
-                # log p_kb = log w_k + log|U_k| - (D log 2pi + maha_b) / 2
-                base = log_w[k] + log_det[k] - 0.5 * D * _LOG_2PI
-                for b in range(nb):
-                    lp[k, b] = base - 0.5 * acc[b]
-            # log p_b = logsumexp_k log p_kb ; r_kb = exp(log p_kb - log p_b)
-            for b in range(nb):
-                mx[b] = lp[0, b]
-            for k in range(1, K):
-                for b in range(nb):
-                    if lp[k, b] > mx[b]:
-                        mx[b] = lp[k, b]
-            for b in range(nb):
-                acc[b] = 0.0
-            for k in range(K):
-                for b in range(nb):
-                    t = math.exp(lp[k, b] - mx[b]) if mx[b] > -np.inf else 0.0
-                    lp[k, b] = t
-                    acc[b] += t
-            for b in range(nb):
-                if acc[b] > 0.0:
-                    inv = 1.0 / acc[b]
-                    mx[b] = mx[b] + math.log(acc[b])
-                else:
-                    inv = 0.0
-                    mx[b] = -np.inf
-                for k in range(K):
-                    lp[k, b] *= inv
+            _log_density_block(Xt, b0, nb, cov_kind, base, means, prec_chol,
+                               prec_sd, mu_u, y, t, r)
+            _normalise_block(K, nb, r, lse, inv)
+            v = sw[b0:b0 + nb]
+            out = logp_out[b0:b0 + nb]
+            # sum_b v_b log p_b  (a zero weight must not turn -inf into NaN)
             s = 0.0
             for b in range(nb):
-                logp_out[b0 + b] = mx[b]
-                if sw[b0 + b] != 0.0:   # a zero weight must not turn -inf into NaN
-                    s += sw[b0 + b] * mx[b]
+                out[b] = lse[b]
+                if v[b] != 0.0:
+                    s += v[b] * lse[b]
             pLL[c] += s
             if want_resp:
+                # r_kb = t_kb / sum_j t_jb
+                ro = resp_out[b0:b0 + nb]
                 for b in range(nb):
                     for k in range(K):
-                        resp_out[b0 + b, k] = lp[k, b]
+                        ro[b, k] = r[k, b] * inv[b]
             if want_stats:
+                # v_b r_kb = t_kb (v_b / sum_j t_jb)
+                for b in range(nb):
+                    inv[b] *= v[b]
                 for k in range(K):
+                    rk = r[k]
                     for b in range(nb):
-                        lp[k, b] *= sw[b0 + b]
-                _accumulate_block(Xt, b0, nb, lp, s2_mode, pN[c], pS1[c], pS2[c])
+                        rk[b] *= inv[b]
+                _accumulate_block(Xt, b0, nb, r, s2_mode, pM[c])
+
+
+@njit(cache=True, parallel=True)
+def _shifted_transpose_kernel(X, shift, Xt):
+    """Xt[d, i] = X[i, d] - shift[d], over fixed chunks of rows."""
+    n, D = X.shape
+    n_chunks = (n + CHUNK - 1) // CHUNK
+    for c in prange(n_chunks):
+        lo = c * CHUNK
+        hi = min(n, lo + CHUNK)
+        Xc = X[lo:hi]
+        for d in range(D):
+            s = shift[d]
+            row = Xt[d, lo:hi]
+            for i in range(hi - lo):
+                row[i] = Xc[i, d] - s
 
 
 @njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def _resp_stats_kernel(Xt, sw, resp, s2_mode, work, pN, pS1, pS2):
-    """Statistics of given responsibilities resp[i, k] (used to initialise)."""
+def _resp_stats_kernel(Xt, sw, resp, s2_mode, work, pM):
+    """Statistics pM[c] of given responsibilities resp[i, k] (used to initialise)."""
     D, n = Xt.shape
     K = resp.shape[1]
-    n_chunks = pN.shape[0]
+    KG = (K + GROUP - 1) // GROUP * GROUP
+    n_chunks = pM.shape[0]
     for c in prange(n_chunks):
-        r = work[c, 0:K]
-        pN[c, :] = 0.0
-        pS1[c, :, :] = 0.0
-        pS2[c, :, :, :] = 0.0
+        r = work[c, 0:KG]
+        r[K:, :] = 0.0
+        pM[c, :, :] = 0.0
         lo = c * CHUNK
         hi = min(n, lo + CHUNK)
         for b0 in range(lo, hi, BLOCK):
             nb = min(hi, b0 + BLOCK) - b0
-            for b in range(nb):
-                for k in range(K):
-                    r[k, b] = resp[b0 + b, k] * sw[b0 + b]
-            _accumulate_block(Xt, b0, nb, r, s2_mode, pN[c], pS1[c], pS2[c])
+            v = sw[b0:b0 + nb]
+            # r_kb = v_b resp_bk
+            for k in range(K):
+                rk = r[k]
+                for b in range(nb):
+                    rk[b] = resp[b0 + b, k] * v[b]
+            _accumulate_block(Xt, b0, nb, r, s2_mode, pM[c])
+
+
+@njit(cache=True)
+def _precision_cholesky_kernel(cov, L, out):
+    """out[k] = L_k^{-T} for the Cholesky factor cov[k] = L_k L_k^T.
+
+    That is the upper-triangular U_k with U_k U_k^T = cov[k]^{-1} (sklearn's
+    precisions_cholesky_). Serial and BLAS-free on purpose: a threaded BLAS
+    call in the EM loop leaves its worker thread spinning for ~0.1 s, taking a
+    core from the next E-steps. Returns False if some cov[k] is not positive
+    definite. L is a (D, D) scratch.
+    """
+    K, D, _ = cov.shape
+    for k in range(K):
+        C = cov[k]
+        U = out[k]
+        for j in range(D):
+            # L[j, j] = sqrt(C[j, j] - sum_{m<j} L[j, m]^2)
+            s = C[j, j]
+            for m in range(j):
+                s -= L[j, m] * L[j, m]
+            if not s > 0.0:
+                return False
+            L[j, j] = math.sqrt(s)
+            # L[i, j] = (C[i, j] - sum_{m<j} L[i, m] L[j, m]) / L[j, j],  i > j
+            for i in range(j + 1, D):
+                s = C[i, j]
+                for m in range(j):
+                    s -= L[i, m] * L[j, m]
+                L[i, j] = s / L[j, j]
+        # W = L^{-1} by forward substitution, stored transposed, U[j, i] = W[i, j]:
+        # W[j, j] = 1 / L[j, j];  W[i, j] = -(sum_{j<=m<i} L[i, m] W[m, j]) / L[i, i],  i > j
+        for j in range(D):
+            for i in range(j):
+                U[j, i] = 0.0
+            U[j, j] = 1.0 / L[j, j]
+            for i in range(j + 1, D):
+                s = 0.0
+                for m in range(j, i):
+                    s += L[i, m] * U[j, m]
+                U[j, i] = -s / L[i, i]
+    return True
 
 
 @njit(cache=True, parallel=True, fastmath=_FASTMATH)
@@ -600,74 +816,120 @@ class GaussianMixture:
     # data layout ---------------------------------------------------------------
     def _layout(self, X, shift, want_stats):
         """Transposed, shifted copy of X plus the workspaces the kernels need."""
-        Xt = np.ascontiguousarray((X - shift).T)
         n = X.shape[0]
         K, D = self.n_components, X.shape[1]
+        Xt = np.empty((D, n))
+        _shifted_transpose_kernel(np.ascontiguousarray(X),
+                                  np.ascontiguousarray(shift, dtype=np.float64), Xt)
+        KG = -(-K // GROUP) * GROUP
         n_chunks = (n + CHUNK - 1) // CHUNK
         s2 = _S2_MODE[self.covariance_type] if want_stats else 0
-        s2_shape = {0: (1, 1), 1: (K, D, 1), 2: (K, D, D)}[s2]
+        n_feat = _n_features(D, s2)
         return dict(
-            Xt=Xt, shift=shift, n_chunks=n_chunks,
-            work=np.empty((n_chunks, K + D + 3, BLOCK)),
-            pN=np.empty((n_chunks, K)), pS1=np.empty((n_chunks, K, D)),
-            pS2=np.empty((n_chunks,) + (s2_shape if s2 else (1, 1, 1))),
-            pLL=np.empty(n_chunks), logp=np.empty(n),
+            Xt=Xt, shift=shift, n_chunks=n_chunks, s2_mode=s2,
+            work=np.empty((n_chunks, KG + D + 3, BLOCK)),
+            pM=np.empty((n_chunks, KG, n_feat) if want_stats else (1, 1, 1)),
+            M=np.empty((KG, n_feat)), pLL=np.empty(n_chunks), logp=np.empty(n),
         )
 
     def _kernel_params(self, shift):
-        """Parameters in the form the E-step kernel takes (means shifted)."""
+        """Parameters in the form the E-step kernel takes (means shifted).
+
+        Returns base[k] = log w_k + log|U_k| - D/2 log 2 pi, the shifted means,
+        U (full: (K, D, D); tied: (1, D, D)), the inverse standard deviations
+        (diag, spherical: (K, D)) and mu_k^T U (tied).
+        """
         K, D = self.means_.shape
         ct = self.covariance_type
         pc = self.precisions_cholesky_
+        means = self.means_ - shift
+        chol, sd, mu_u = np.zeros((1, 1, 1)), np.zeros((1, 1)), np.zeros((1, 1))
         if ct == "full":
-            chol, sd = pc, np.zeros((1, 1))
+            chol = pc
             log_det = np.log(np.diagonal(pc, axis1=1, axis2=2)).sum(axis=1)
         elif ct == "tied":
-            chol, sd = np.broadcast_to(pc, (K, D, D)).copy(), np.zeros((1, 1))
+            chol = pc[None]
             log_det = np.full(K, np.log(np.diag(pc)).sum())
+            mu_u = np.einsum("kd,de->ke", means, pc)
         elif ct == "diag":
-            chol, sd = np.zeros((1, 1, 1)), pc
+            sd = pc
             log_det = np.log(pc).sum(axis=1)
         else:
-            chol, sd = np.zeros((1, 1, 1)), np.repeat(pc[:, None], D, axis=1)
+            sd = np.repeat(pc[:, None], D, axis=1)
             log_det = D * np.log(pc)
         with np.errstate(divide="ignore"):
-            log_w = np.log(self.weights_)
-        return log_w, self.means_ - shift, chol, np.ascontiguousarray(sd), log_det
+            base = np.log(self.weights_) + log_det - 0.5 * D * _LOG_2PI
+        return (base, np.ascontiguousarray(means), np.ascontiguousarray(chol),
+                np.ascontiguousarray(sd), np.ascontiguousarray(mu_u))
 
     def _e_step(self, lay, sw, want_stats=True, resp_out=None):
-        """Run the E-step kernel; returns (mean log-lik, (N, S1, S2) or None)."""
-        log_w, means, chol, sd, log_det = self._kernel_params(lay["shift"])
+        """Run the E-step kernel; returns (mean log-lik, statistics or None).
+
+        The statistics are M[k] = (N_k, S1_k, S2_k flattened), as read by
+        ``_unpack_stats``; M is a view of lay's buffer, valid until the next
+        E-step.
+        """
+        base, means, chol, sd, mu_u = self._kernel_params(lay["shift"])
         want_resp = resp_out is not None
-        s2_mode = _S2_MODE[self.covariance_type] if want_stats else 0
+        s2_mode = lay["s2_mode"] if want_stats else 0
         _e_step_kernel(lay["Xt"], sw, _COV_KIND[self.covariance_type], s2_mode,
-                       log_w, means, chol, sd, log_det, want_stats, want_resp,
-                       lay["work"], lay["pN"], lay["pS1"], lay["pS2"], lay["pLL"],
-                       lay["logp"], resp_out if want_resp else np.empty((1, 1)))
+                       base, means, chol, sd, mu_u, want_stats, want_resp,
+                       lay["work"], lay["pM"], lay["pLL"], lay["logp"],
+                       resp_out if want_resp else np.empty((1, 1)))
         # reduce the chunk partials in chunk order
         ll = lay["pLL"].sum() / sw.sum()
         if not want_stats:
             return ll, None
-        return ll, (lay["pN"].sum(axis=0), lay["pS1"].sum(axis=0), lay["pS2"].sum(axis=0))
+        M = np.sum(lay["pM"], axis=0, out=lay["M"])
+        return ll, M[:self.n_components]
+
+    @staticmethod
+    def _unpack_stats(M, D, s2_mode):
+        """(N, S1, S2) from rows M[k] = (N_k, S1_k, S2_k flattened).
+
+        S2 is (K, D, D) symmetric for s2_mode 2, (K, D) diagonals for 1,
+        None for 0.
+        """
+        N, S1, flat = M[:, 0], M[:, 1:1 + D], M[:, 1 + D:]
+        if s2_mode == 0:
+            return N, S1, None
+        if s2_mode == 1:
+            return N, S1, flat
+        d, e = np.triu_indices(D)
+        S2 = np.empty((M.shape[0], D, D))
+        S2[:, d, e] = flat
+        S2[:, e, d] = flat
+        return N, S1, S2
 
     def _m_step(self, stats, scatter, shift):
-        """Map the sufficient statistics to parameters (sklearn's formulas)."""
-        N, S1, S2 = stats
+        """Map the sufficient statistics to parameters (sklearn's formulas).
+
+        stats has rows (N_k, S1_k, S2_k flattened), as the E-step returns them.
+        """
         ct = self.covariance_type
+        D = shift.shape[0]
+        N, S1, S2 = self._unpack_stats(stats, D, _S2_MODE[ct])
         nk = N + 10 * np.finfo(np.float64).eps
         mu = S1 / nk[:, None]
         if ct == "full":
-            S2 = np.triu(S2) + np.triu(S2, 1).transpose(0, 2, 1)
             cov = S2 / nk[:, None, None] - (2.0 - N / nk)[:, None, None] * mu[:, :, None] * mu[:, None, :]
-            cov[:, np.arange(mu.shape[1]), np.arange(mu.shape[1])] += self.reg_covar
+            cov[:, np.arange(D), np.arange(D)] += self.reg_covar
         elif ct == "tied":
             cov = (scatter - np.einsum("k,kd,ke->de", nk, mu, mu)) / nk.sum()
-            cov.flat[:: mu.shape[1] + 1] += self.reg_covar
+            cov.flat[:: D + 1] += self.reg_covar
         else:
-            cov = S2[:, :, 0] / nk[:, None] - mu * mu + self.reg_covar
+            cov = S2 / nk[:, None] - mu * mu + self.reg_covar
             if ct == "spherical":
                 cov = cov.mean(axis=1)
-        self._set_parameters(nk / nk.sum(), mu + shift, cov)
+        pc = None
+        if ct in ("full", "tied"):
+            mats = cov if ct == "full" else cov[None]
+            pc = np.empty_like(mats)
+            if _precision_cholesky_kernel(mats, np.empty(mats.shape[1:]), pc):
+                pc = pc if ct == "full" else pc[0]
+            else:  # not positive definite: LAPACK decides, and raises the documented error
+                pc = _chol_precisions(cov, ct)
+        self._set_parameters(nk / nk.sum(), mu + shift, cov, pc)
 
     def _set_parameters(self, weights, means, covariances, precisions_cholesky=None):
         ct = self.covariance_type
@@ -698,17 +960,18 @@ class GaussianMixture:
                 else:
                     centers = lay["Xt"][:, rng.choice(n, size=K, replace=False)].T.copy()
                 labels = np.empty(n, dtype=np.int64)
-                _nearest_kernel(lay["Xt"], sw, centers, labels, lay["pN"], lay["pS1"], lay["pLL"])
+                n_chunks = lay["n_chunks"]
+                _nearest_kernel(lay["Xt"], sw, centers, labels, np.empty((n_chunks, K)),
+                                np.empty((n_chunks, K, D)), np.empty(n_chunks))
             if labels is not None:
                 resp = np.zeros((n, K))
                 resp[np.arange(n), labels] = 1.0
             else:  # 'random': soft uniform responsibilities
                 resp = rng.uniform(size=(n, K))
                 resp /= resp.sum(axis=1, keepdims=True)
-            s2_mode = _S2_MODE[self.covariance_type]
-            _resp_stats_kernel(lay["Xt"], sw, resp, s2_mode, lay["work"], lay["pN"], lay["pS1"], lay["pS2"])
-            stats = (lay["pN"].sum(axis=0), lay["pS1"].sum(axis=0), lay["pS2"].sum(axis=0))
-            self._m_step(stats, lay.get("scatter"), lay["shift"])
+            _resp_stats_kernel(lay["Xt"], sw, resp, lay["s2_mode"], lay["work"], lay["pM"])
+            M = np.sum(lay["pM"], axis=0, out=lay["M"])
+            self._m_step(M[:K], lay.get("scatter"), lay["shift"])
         # explicit initial values override the data-driven ones
         weights = self.weights_ if w_init is None else w_init
         means = self.means_ if m_init is None else m_init
@@ -808,7 +1071,9 @@ class GaussianMixture:
         warm = self.warm_start and hasattr(self, "converged_")
         if warm and self.n_features_in_ != D:
             raise ValueError(f"X has {D} features, but GaussianMixture was fitted with {self.n_features_in_} features.")
-        shift = (sw @ X) / sw.sum()
+        # not sw @ X: a threaded BLAS call leaves a worker thread spinning for
+        # ~0.1 s, taking a core from the first E-steps
+        shift = np.einsum("i,ij->j", sw, X) / sw.sum()
         lay = self._layout(X, shift, want_stats=True)
         if self.covariance_type == "tied":
             lay["scatter"] = self._scatter(lay, sw)
@@ -841,13 +1106,10 @@ class GaussianMixture:
 
     def _scatter(self, lay, sw):
         """Total weighted scatter sum_i v_i x_i x_i^T (tied: fixed across iterations)."""
-        n = lay["Xt"].shape[1]
-        D = lay["Xt"].shape[0]
-        pS2 = np.empty((lay["n_chunks"], 1, D, D))
-        pN, pS1 = np.empty((lay["n_chunks"], 1)), np.empty((lay["n_chunks"], 1, D))
-        _resp_stats_kernel(lay["Xt"], sw, np.ones((n, 1)), 2, lay["work"], pN, pS1, pS2)
-        S = pS2.sum(axis=0)[0]
-        return np.triu(S) + np.triu(S, 1).T
+        D, n = lay["Xt"].shape
+        pM = np.empty((lay["n_chunks"], GROUP, _n_features(D, 2)))
+        _resp_stats_kernel(lay["Xt"], sw, np.ones((n, 1)), 2, lay["work"], pM)
+        return self._unpack_stats(pM.sum(axis=0)[:1], D, 2)[2][0]
 
     def _run_em(self, lay, sw):
         """EM iterations from the current parameters; returns (history, converged).
@@ -885,13 +1147,10 @@ class GaussianMixture:
         X = self._check_predict_X(X)
         sw = _check_sample_weight(sample_weight, X.shape[0])
         lay = self._layout(X, np.zeros(X.shape[1]), want_stats=True)
-        _, (N, S1, S2) = self._e_step(lay, sw)
-        if self.covariance_type == "full":
-            S2 = np.triu(S2) + np.triu(S2, 1).transpose(0, 2, 1)
-        elif self.covariance_type == "tied":
+        _, M = self._e_step(lay, sw)
+        N, S1, S2 = self._unpack_stats(M.copy(), X.shape[1], lay["s2_mode"])
+        if self.covariance_type == "tied":
             S2 = self._scatter(lay, sw)
-        else:
-            S2 = S2[:, :, 0]
         return N, S1, S2
 
     def _get_parameters(self):
@@ -1199,32 +1458,45 @@ def _ari(a, b):
     return 1.0 if top == expected else (index - expected) / (top - expected)
 
 
+def _make_blobs(seed, n=1000, K=3, D=2, std=1.0):
+    """scikit-learn's make_blobs(n, centers=K, cluster_std=std, random_state=seed), exactly.
+
+    The tutorial drew its demo with make_blobs; the legacy RandomState makes
+    these the very same points (tests/test_gmm.py compares with scikit-learn).
+    """
+    rs = np.random.RandomState(seed)
+    centers = rs.uniform(-10.0, 10.0, size=(K, D))
+    counts = [n // K + (k < n % K) for k in range(K)]
+    X = np.vstack([rs.normal(loc=centers[k], scale=std, size=(counts[k], D)) for k in range(K)])
+    z = np.repeat(np.arange(K), counts)
+    order = np.arange(n)
+    rs.shuffle(order)
+    return X[order], z[order], centers, np.asarray(counts, dtype=float) / n
+
+
 def _blobs3(seed):
     """The tutorial's demo: 1,000 points in 3 isotropic 2-D blobs, cluster_std 1.0.
 
-    Centres uniform in [-10, 10]^2 and near-equal counts, as sklearn's
-    make_blobs draws them. Passes when the fitted ARI reaches that of the
-    Bayes classifier under the true parameters, less 1/sqrt(n) (the fitted
-    decision boundary differs from the true one by O(1/sqrt(n))).
+    The tutorial's code reached ARI 0.487 here in 20 s. Ours must classify as
+    well as the Bayes classifier under the true parameters: ARI 1.0 whenever
+    the blobs are separable, as they are for most seeds. The allowance of
+    1/sqrt(n) covers the O(1/sqrt(n)) distance between the fitted and the true
+    decision boundaries when two blobs touch.
     """
-    rng = np.random.default_rng(seed)
-    n, K = 1000, 3
-    centers = rng.uniform(-10, 10, size=(K, 2))
-    counts = np.full(K, n // K); counts[: n % K] += 1
-    z = np.repeat(np.arange(K), counts)
-    X = centers[z] + rng.standard_normal((n, 2))
-    perm = rng.permutation(n)
-    X, z = X[perm], z[perm]
-    truth = {"weights": counts / n, "means": centers, "covariances": np.ones(K)}
+    X, z, centers, weights = _make_blobs(seed)
+    n, K = len(X), len(centers)
+    truth = {"weights": weights, "means": centers, "covariances": np.ones(K)}
+    t0 = time.perf_counter()
     est = GaussianMixture(K, covariance_type="full", random_state=seed).fit(X)
+    seconds = time.perf_counter() - t0
     bayes = _with_params("spherical", truth).predict(X)
     ari, bayes_ari = _ari(z, est.predict(X)), _ari(z, bayes)
     full_truth = {**truth, "covariances": np.stack([np.eye(2)] * K)}
     return {
         "variant": "full", "truth": full_truth, "X": X, "z": z, "estimator": est,
-        "metrics": {"ari": ari, "bayes_ari": bayes_ari},
-        "passed": ari >= bayes_ari - 1 / np.sqrt(n),
-        "detail": f"ARI {ari:.3f} (Bayes classifier {bayes_ari:.3f})",
+        "metrics": {"ari": ari, "bayes_ari": bayes_ari, "fit_seconds": seconds},
+        "passed": bool(ari >= bayes_ari - 1 / np.sqrt(n)),
+        "detail": f"ARI {ari:.3f} (Bayes classifier {bayes_ari:.3f}; tutorial 0.487), fit {1e3 * seconds:.1f} ms",
     }
 
 
