@@ -263,3 +263,16 @@ def test_cli_exits_nonzero_when_a_check_fails(tmp_path):
 def test_cli_rejects_bad_seeds(tmp_path):
     out = _cli("--seeds", "x", tmp_path=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+# -- the pytest integration ----------------------------------------------------
+
+def test_xdist_workers_are_capped_and_plot_with_agg():
+    import matplotlib
+    import numba
+
+    assert matplotlib.get_backend().lower() == "agg"
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers is None:
+        pytest.skip("not running under pytest-xdist")
+    assert numba.get_num_threads() == max(1, (os.cpu_count() or 1) // int(workers))
