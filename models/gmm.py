@@ -17,13 +17,46 @@ Objective
 ---------
 The (sample-weighted) mean log-likelihood, with weights v_i (default 1):
 
-    L(theta) = sum_i v_i log sum_k w_k N(x_i | mu_k, Sigma_k) / sum_i v_i
+    L(theta) = sum_i v_i log p_i / sum_i v_i,   p_i = sum_k w_k N(x_i | mu_k, Sigma_k)
 
 ``history_[t]`` is L at the parameters after t iterations (``history_[0]`` at
 the starting parameters), computed exactly at those parameters, never one
-iteration late. EM never decreases L (Dempster, Laird & Rubin 1977); a
-decrease larger than round-off raises a ``RuntimeWarning`` and is never
-called convergence.
+iteration late.
+
+Monotonicity and convergence
+----------------------------
+With reg_covar = 0 each M-step maximises Q(theta) = sum_i v_i sum_k r_ik
+log(w_k N(x_i | mu_k, Sigma_k)) (r_ik at the old parameters), and
+L_new - L_old >= (Q(theta_new) - Q(theta_old)) / sum_i v_i (Dempster, Laird &
+Rubin 1977), so L never decreases. With the covariance floor r = reg_covar > 0
+the weights and means still maximise Q, but the M-step returns
+Sigma_k = hatSigma_k + r I, where hatSigma_k (= covariances_[k] - r I) is the
+maximiser of Q given the new means. In the eigenbasis of hatSigma_k this gives
+up (N_k / 2) phi(lam) of Q per eigenvalue lam, with
+
+    phi(lam) = log(1 + r / lam) - r / (lam + r)  >= 0,
+    B = sum_k B_k,   B_k = (N_k / 2) sum_j phi(lam_kj),   N_k = sum_i v_i r_ik,
+
+so L_new - L_old >= -B / sum_i v_i. For 'diag' the lam_kj are the diagonal
+entries of hatSigma_k; for 'spherical' its one value, counted D times; for
+'tied' the eigenvalues of the one hatSigma, with N = sum_k N_k = sum_i v_i.
+If some lam_kj <= 0 while N_k > 0, B is infinite: no maximiser exists and the
+floor is what keeps the component alive. (On unit-scale data B / sum v is
+~1e-12; on data of scale 1e-3 the floor is as large as the variances,
+B / sum v ~ 0.1, and L may fall at every iteration, as it does in sklearn.)
+After each iteration, with change = L_new - L_old and the round-off scale of L
+
+    rho = 1e-10 sum_i v_i |log p_i| / sum_i v_i      (at the new parameters):
+
+* change < -(rho + B / sum_i v_i): a fall EM cannot make (a defect). It is
+  never convergence; fit counts such falls and issues one RuntimeWarning
+  saying how many there were.
+* otherwise (a rise, a fall within round-off, or a fall the floor explains):
+  converged when tol > 0 and |change| < tol.
+
+rho is computed only when change < 0, and B only when change < -rho (from
+the N_k kept by the M-step and the eigenvalues of covariances_ - r I, each
+first lowered by its round-off, which can only raise B).
 
 E-step (log space, so nothing underflows)
 ------------------------------------------
@@ -36,32 +69,59 @@ Sigma_k^{-1} = U_k U_k^T (sklearn's ``precisions_cholesky_``); with 'tied'
 (one U), x_i^T U is formed once per row and mu_k^T U subtracted for each k.
 The exponentials use a branch-free polynomial exp (relative error ~1e-16,
 flushed to 0 below exp(-708)), so the loops over rows vectorise. The E-step
-returns additive sufficient statistics, the weighted sums of the features
-phi(x) = (1, x, second moments):
+returns additive sufficient statistics, centred on each component's current
+mean c_k (= mu_k at that E-step; the rows are first shifted by the weighted
+data mean, so c_k is in those shifted coordinates):
 
     N_k  = sum_i v_i r_ik
-    S1_k = sum_i v_i r_ik x_i
-    S2_k = sum_i v_i r_ik x_i x_i^T      (full: its upper triangle; diag/spherical: its diagonal;
-                                          tied: sum_i v_i x_i x_i^T, fixed, computed once)
+    S1_k = sum_i v_i r_ik (x_i - c_k)
+    C_k  = sum_i v_i r_ik (x_i - c_k)(x_i - c_k)^T   (full: its upper triangle;
+                                                       diag/spherical: its diagonal)
 
-They are accumulated over blocks of rows, four components at a time (each
-feature value feeds four sums), within fixed chunks of rows processed in
-parallel; the chunk partials are reduced in chunk order, so the results are
-bit-identical for any thread count. Rows are shifted by the weighted data
-mean before any statistic is formed, so the second moments do not lose
-digits to cancellation.
+Raw moments about a far origin would lose digits to cancellation: their
+relative error is about eps |c_k|^2 / variance (1e-4 for two clusters of
+s.d. 1e-3 at +-1000); centred ones lose none (Chan, Golub & LeVeque 1983). 'tied' needs only sum_k C_k,
+which the weighted-variance identity gives per row from
+s_i = sum_k v_i r_ik and g_i = sum_k v_i r_ik (x_i - c_k) as
 
-M-step (statistics -> parameters, sklearn's formulas)
-------------------------------------------------------
-    n_k = N_k + 10 eps                        (keeps an empty component finite)
+    sum_k v_i r_ik (x_i - c_k)(x_i - c_k)^T
+        = g_i g_i^T / s_i + sum_{k<l} (v_i r_ik v_i r_il / s_i) (c_k - c_l)(c_k - c_l)^T,
+
+a sum of nonnegatively weighted squares. Since that costs D(D+1)/2 + K D
+operations per row and iteration, 'tied' starts with c_k = 0 and the fixed
+total scatter T = sum_i v_i x_i x_i^T (one pass per fit), which is accurate
+while the within-component scatter keeps most of it (T_dd <= 1e4 times its
+diagonal, i.e. at most 4 digits lost); at the first E-step where it would
+not, it switches to the centred form for the rest of the fit.
+
+The statistics are accumulated over blocks of rows within fixed chunks of
+rows processed in parallel (diag/spherical/tied: four components at a time,
+each feature value feeding four sums; full: one component at a time, in
+tiles of 2 x 4 entries); the chunk partials are reduced in chunk order, so
+the results are bit-identical for any thread count. With a single chunk
+(n_samples <= 4096) each kernel runs on one numba thread, so small fits do
+not wake the thread pool (the results are the same).
+
+M-step (statistics -> parameters: sklearn's M-step, written exactly)
+---------------------------------------------------------------------
+    n_k = N_k + 10 eps                   (keeps an empty component finite)
+    a_k = N_k / n_k,  d_k = S1_k / n_k,  delta_k = d_k - (10 eps / n_k) c_k
     w_k = n_k / sum_j n_j
-    mu_k = S1_k / n_k
-    full:      Sigma_k = S2_k / n_k - (2 - N_k / n_k) mu_k mu_k^T + reg_covar I
-    tied:      Sigma   = (S2 - sum_k n_k mu_k mu_k^T) / sum_k n_k + reg_covar I
-    diag:      s_k = diag(S2_k) / n_k - mu_k^2 + reg_covar
-    spherical: s_k = mean_d of the diag value
+    mu_k = c_k + delta_k                 (= sum_i v_i r_ik x_i / n_k, sklearn's mean)
+    A_k = C_k - S1_k delta_k^T - delta_k S1_k^T + N_k delta_k delta_k^T
+        = sum_i v_i r_ik (x_i - mu_k)(x_i - mu_k)^T
+    full:      Sigma_k = A_k / n_k + reg_covar I
+    tied:      Sigma   = sum_k A_k / sum_k n_k + reg_covar I
+    diag:      s_k = diag(A_k) / n_k + reg_covar
+    spherical: s_k = mean_d diag(A_k) / n_k + reg_covar
     full/tied: U_k = L_k^{-T}, Sigma_k = L_k L_k^T   (Cholesky, in a serial kernel:
                                                        no threaded BLAS in the EM loop)
+
+These are the exact sums of squares about the new means, so they equal
+sklearn's two-pass 'full' covariances to round-off (sklearn's 'diag' and
+'tied' use raw moments and drop terms of relative size 10 eps / n_k).
+``_sufficient_statistics`` converts the centred statistics back to raw ones
+(S1 = sum v r x, S2 = sum v r x x^T) for checking.
 
 Collapse policy (documented, never NaN): ``reg_covar`` is added to every
 variance, so a component that shrinks onto one point, or all-identical data,
@@ -69,19 +129,32 @@ keeps a covariance of at least ``reg_covar``. A component that loses all its
 mass keeps finite parameters: weight ~ 1e-15 / N, mean at the data mean,
 covariance ``reg_covar`` (sklearn's behaviour). If a covariance is still not
 positive definite (only possible with ``reg_covar=0``), fit raises ValueError.
-``reg_covar`` makes each M-step a slightly shrunk maximizer, so on data of
-unit scale any effect on monotonicity is far below round-off; with
-``reg_covar=0`` EM is exactly monotone.
+How the floor affects monotonicity is stated above.
 
 Initialisation
 --------------
 'kmeans' (default): labels from weighted k-means (k-means++ seeding, Lloyd
 iterations); 'k-means++': k-means++ seeds, each row given to its nearest
-seed; 'random_from_data': K distinct rows as seeds, nearest-seed labels;
-'random': uniform random soft responsibilities (sklearn). ``weights_init``,
-``means_init`` and ``precisions_init`` override the corresponding parts; with
-all three given, the start is fully determined and 20 iterations match
-sklearn's parameters to about 1e-9 relative.
+seed; 'random_from_data': K distinct rows drawn with probabilities
+proportional to sample_weight, without replacement (never a row of weight
+zero), nearest-seed labels; 'random': uniform random soft responsibilities
+(sklearn). The first M-step centres its statistics on the responsibilities'
+weighted means (a second pass). ``weights_init``, ``means_init`` and
+``precisions_init`` override the corresponding parts; with all three given,
+the start is fully determined and 20 iterations match sklearn's parameters to
+about 1e-9 relative.
+
+Inputs and fitted state
+-----------------------
+X and sample_weight must be numeric (strings, even numeric ones, are
+refused), finite, and |x| <= 1e150 (beyond, squares overflow); the caller's
+arrays are never written. After fit, predict, predict_proba, score_samples,
+score, sample, bic and aic use the fitted parameters, with their own number
+of components and covariance type, even if set_params has changed
+n_components or covariance_type since (as sklearn predicts with the fitted
+parameters). warm_start continues from the fitted parameters only if
+n_components, covariance_type and the number of features are unchanged, and
+raises ValueError otherwise.
 
 Array shapes
 ------------
@@ -98,16 +171,20 @@ References
 Dempster, Laird & Rubin (1977), Maximum likelihood from incomplete data via
 the EM algorithm, JRSS-B 39(1). Bishop (2006), Pattern Recognition and Machine
 Learning, sec. 9.2. McLachlan & Peel (2000), Finite Mixture Models.
-Arthur & Vassilvitskii (2007), k-means++. scikit-learn's GaussianMixture.
+Arthur & Vassilvitskii (2007), k-means++. Chan, Golub & LeVeque (1983),
+Algorithms for computing the sample variance (centred sums). scikit-learn's
+GaussianMixture.
 """
 
+import contextlib
+import functools
 import math
 import numbers
 import time
 import warnings
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange, set_num_threads
 from scipy.linalg import solve_triangular
 from scipy.special import logsumexp
 
@@ -132,14 +209,40 @@ _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
 _EXP_MIN = -708.0
 _COV_KIND = {"full": 0, "tied": 1, "diag": 2, "spherical": 3}
-# Which second moments a covariance type accumulates per component: 2 the upper
-# triangle of x x^T, 1 its diagonal, 0 none (tied uses the fixed total scatter).
-_S2_MODE = {"full": 2, "tied": 0, "diag": 1, "spherical": 1}
+# 'tied' takes its pooled scatter from the fixed total scatter about the data
+# mean (no per-iteration second moments) while that loses at most 4 digits to
+# cancellation, i.e. T_dd <= 1e4 (within scatter)_dd; beyond, centred moments.
+_RAW_MAX_CANCELLATION = 1e4
+# Which centred second moments the E-step accumulates (see _accumulate_block):
+# 0 none, 1 each component's diagonal, 2 each component's upper triangle,
+# 3 their sum over components (tied).
+_STATS_MODE = {"full": 2, "tied": 3, "diag": 1, "spherical": 1}
 
 
-def _n_features(D, s2_mode):
-    """Length of the feature vector phi(x) = (1, x, second moments)."""
-    return 1 + D + (0, D, D * (D + 1) // 2)[s2_mode]
+def _stats_shape(K, D, mode):
+    """(rows, columns) of the statistics array M of ``_accumulate_block``."""
+    KG = -(-K // GROUP) * GROUP
+    if mode == 3:
+        return KG + 1, max(1 + D + KG, D * (D + 1) // 2)
+    return KG, 1 + D + (0, D, D * (D + 1) // 2, 0)[mode]
+
+
+def _aligned_empty(shape):
+    """np.empty(shape) starting on a 64-byte (cache-line) boundary.
+
+    numpy aligns to 16 bytes only; scratch rows that straddle cache lines
+    make the E-step up to 25% slower, depending on where the allocator puts them.
+    """
+    size = math.prod(shape)
+    buf = np.empty(size + 8)
+    off = (-buf.ctypes.data % 64) // 8
+    return buf[off:off + size].reshape(shape)
+
+
+def _work_shape(n_chunks, K, D, mode):
+    """Per-chunk scratch rows of BLOCK values: the E-step's, then the statistics'."""
+    KG = -(-K // GROUP) * GROUP
+    return n_chunks, KG + D + 3 + (0, 0, 2 * D, 2 * D + 3)[mode], BLOCK
 
 
 # ----------------------------------------------------------------------------
@@ -300,15 +403,45 @@ def _normalise_block(K, nb, lp, lse, inv):
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _accumulate_block(Xt, b0, nb, r, s2_mode, M):
-    """M[k, f] += sum_b r[k, b] phi_f(x_{b0+b}), phi = (1, x, second moments).
+def _accumulate_block(Xt, b0, nb, r, centres, mode, sc, M):
+    """M += the statistics of rows b0 .. b0 + nb - 1, centred per component.
 
-    r[k, b] = v_i r_ik; r has a multiple of GROUP rows (padding rows zero),
-    taken GROUP at a time. The second moments are x_d^2 (s2_mode 1) or x_d x_e
-    for d <= e in row-major order (s2_mode 2), formed on the fly.
+    r[k, b] = v_b r_kb (a multiple of GROUP rows, padding rows zero), taken
+    GROUP at a time; centres[k] = c_k (K rows; c = 0 for padding rows) and
+    y_kb = x_{b0+b} - c_k. Row k of M receives N_k = sum_b r_kb in column 0,
+    S1_k = sum_b r_kb y_kb in columns 1 .. D, then, by mode:
+
+      0  nothing more, and S1_k = sum_b r_kb x_{b0+b}, uncentred (centres
+         unused; the first initialisation pass and raw 'tied');
+      1  C_k[d, d] = sum_b r_kb y_kbd^2 in columns 1 + D + d;
+      2  C_k[d, e] = sum_b r_kb y_kbd y_kbe, d <= e row-major, from column 1 + D;
+      3  (tied: only sum_k C_k is needed) P_kl = sum_b r_kb r_lb / s_b for
+         l > k in column 1 + D + l, and row KG receives
+         W[d, e] = sum_b g_bd g_be / s_b, d <= e row-major, where
+         s_b = sum_k r_kb and g_b = sum_k r_kb y_kb. The weighted-variance
+         identity sum_k r_kb y_kb y_kb^T = g_b g_b^T / s_b
+         + sum_{k<l} (r_kb r_lb / s_b) (c_k - c_l)(c_k - c_l)^T gives
+         sum_k C_k = W + sum_{k<l} P_kl (c_k - c_l)(c_k - c_l)^T, a sum of
+         positively weighted squares (nothing cancels).
+
+    Centring on c_k keeps the digits that raw moments lose when a component
+    is far from the origin compared with its spread. Modes 0, 1, 3 take the
+    components GROUP at a time (each x_bd loaded feeds GROUP sums); mode 2
+    takes one component at a time (its y_kb and r_kb y_kb rows fit in cache)
+    and C_k in tiles of rows d, d + 1 by four columns. sc is scratch: 2 D
+    rows in mode 2, 2 D + 3 rows in mode 3.
     """
     D = Xt.shape[0]
-    for k in range(0, r.shape[0], GROUP):
+    K = centres.shape[0]
+    KG = r.shape[0]
+    if mode == 3:
+        # g_bd = 0, then sums over the components below
+        g = sc[0:D]
+        for d in range(D):
+            gd = g[d]
+            for b in range(nb):
+                gd[b] = 0.0
+    for k in range(0, KG, GROUP):
         r0 = r[k]
         r1 = r[k + 1]
         r2 = r[k + 2]
@@ -324,48 +457,221 @@ def _accumulate_block(Xt, b0, nb, r, s2_mode, M):
         M[k + 1, 0] += s1
         M[k + 2, 0] += s2
         M[k + 3, 0] += s3
-        f = 1 + D
-        for d in range(D):
-            xd = Xt[d, b0:b0 + nb]
-            # S1_k[d] += sum_b r_kb x_bd
-            s0 = s1 = s2 = s3 = 0.0
-            for b in range(nb):
-                x = xd[b]
-                s0 += r0[b] * x
-                s1 += r1[b] * x
-                s2 += r2[b] * x
-                s3 += r3[b] * x
-            M[k, 1 + d] += s0
-            M[k + 1, 1 + d] += s1
-            M[k + 2, 1 + d] += s2
-            M[k + 3, 1 + d] += s3
-            e_end = (d, d + 1, D)[s2_mode]
-            for e in range(d, e_end):
-                xe = Xt[e, b0:b0 + nb]
-                # S2_k[d, e] += sum_b r_kb x_bd x_be
+        if mode == 2:
+            Y = sc[0:D]
+            Q = sc[D:2 * D]
+            for j in range(GROUP):
+                kk = k + j
+                if kk >= K:
+                    break
+                rj = r[kk]
+                for d in range(D):
+                    c = centres[kk, d]
+                    xd = Xt[d, b0:b0 + nb]
+                    yd = Y[d]
+                    qd = Q[d]
+                    # y_bd = x_bd - c_kd,  q_bd = r_kb y_bd;  S1_k[d] += sum_b q_bd
+                    s0 = 0.0
+                    for b in range(nb):
+                        v = xd[b] - c
+                        w = rj[b] * v
+                        yd[b] = v
+                        qd[b] = w
+                        s0 += w
+                    M[kk, 1 + d] += s0
+                # C_k[d, e] += sum_b q_bd y_be, over tiles of rows d, d + 1
+                for d in range(0, D, 2):
+                    # column of (d, d) in the row-major upper triangle
+                    fd = 1 + D + d * D - d * (d - 1) // 2
+                    qa = Q[d]
+                    ya = Y[d]
+                    if d + 1 == D:
+                        # (d, d) alone, the last row of an odd D
+                        s0 = 0.0
+                        for b in range(nb):
+                            s0 += qa[b] * ya[b]
+                        M[kk, fd] += s0
+                        break
+                    fd1 = fd + D - d
+                    qb = Q[d + 1]
+                    yb = Y[d + 1]
+                    # the corner (d, d), (d, d + 1), (d + 1, d + 1)
+                    s0 = s1 = s2 = 0.0
+                    for b in range(nb):
+                        s0 += qa[b] * ya[b]
+                        s1 += qa[b] * yb[b]
+                        s2 += qb[b] * yb[b]
+                    M[kk, fd] += s0
+                    M[kk, fd + 1] += s1
+                    M[kk, fd1] += s2
+                    # then columns e >= d + 2, four at a time
+                    e = d + 2
+                    while e + 3 < D:
+                        y0 = Y[e]
+                        y1 = Y[e + 1]
+                        y2 = Y[e + 2]
+                        y3 = Y[e + 3]
+                        s0 = s1 = s2 = s3 = 0.0
+                        t0 = t1 = t2 = t3 = 0.0
+                        for b in range(nb):
+                            qq = qa[b]
+                            pp = qb[b]
+                            s0 += qq * y0[b]
+                            s1 += qq * y1[b]
+                            s2 += qq * y2[b]
+                            s3 += qq * y3[b]
+                            t0 += pp * y0[b]
+                            t1 += pp * y1[b]
+                            t2 += pp * y2[b]
+                            t3 += pp * y3[b]
+                        o = fd + e - d
+                        M[kk, o] += s0
+                        M[kk, o + 1] += s1
+                        M[kk, o + 2] += s2
+                        M[kk, o + 3] += s3
+                        o = fd1 + e - d - 1
+                        M[kk, o] += t0
+                        M[kk, o + 1] += t1
+                        M[kk, o + 2] += t2
+                        M[kk, o + 3] += t3
+                        e += 4
+                    # the remaining columns one at a time
+                    while e < D:
+                        y0 = Y[e]
+                        s0 = t0 = 0.0
+                        for b in range(nb):
+                            s0 += qa[b] * y0[b]
+                            t0 += qb[b] * y0[b]
+                        M[kk, fd + e - d] += s0
+                        M[kk, fd1 + e - d - 1] += t0
+                        e += 1
+        else:
+            for d in range(D):
+                xd = Xt[d, b0:b0 + nb]
+                c0 = centres[k, d]
+                c1 = centres[k + 1, d] if k + 1 < K else 0.0
+                c2 = centres[k + 2, d] if k + 2 < K else 0.0
+                c3 = centres[k + 3, d] if k + 3 < K else 0.0
                 s0 = s1 = s2 = s3 = 0.0
+                if mode == 1:
+                    # S1_k[d] += sum_b q_kb,  C_k[d, d] += sum_b q_kb y_kbd,
+                    # q_kb = r_kb y_kbd
+                    t0 = t1 = t2 = t3 = 0.0
+                    for b in range(nb):
+                        x = xd[b]
+                        y0 = x - c0
+                        y1 = x - c1
+                        y2 = x - c2
+                        y3 = x - c3
+                        q0 = r0[b] * y0
+                        q1 = r1[b] * y1
+                        q2 = r2[b] * y2
+                        q3 = r3[b] * y3
+                        s0 += q0
+                        s1 += q1
+                        s2 += q2
+                        s3 += q3
+                        t0 += q0 * y0
+                        t1 += q1 * y1
+                        t2 += q2 * y2
+                        t3 += q3 * y3
+                    M[k, 1 + D + d] += t0
+                    M[k + 1, 1 + D + d] += t1
+                    M[k + 2, 1 + D + d] += t2
+                    M[k + 3, 1 + D + d] += t3
+                elif mode == 3:
+                    # S1_k[d] += sum_b q_kb,  g_bd += sum_k q_kb,  q_kb = r_kb y_kbd
+                    gd = g[d]
+                    for b in range(nb):
+                        x = xd[b]
+                        q0 = r0[b] * (x - c0)
+                        q1 = r1[b] * (x - c1)
+                        q2 = r2[b] * (x - c2)
+                        q3 = r3[b] * (x - c3)
+                        s0 += q0
+                        s1 += q1
+                        s2 += q2
+                        s3 += q3
+                        gd[b] += (q0 + q1) + (q2 + q3)
+                else:
+                    # S1_k[d] += sum_b r_kb x_bd  (mode 0: uncentred)
+                    for b in range(nb):
+                        x = xd[b]
+                        s0 += r0[b] * x
+                        s1 += r1[b] * x
+                        s2 += r2[b] * x
+                        s3 += r3[b] * x
+                M[k, 1 + d] += s0
+                M[k + 1, 1 + d] += s1
+                M[k + 2, 1 + d] += s2
+                M[k + 3, 1 + d] += s3
+    if mode == 3:
+        z = sc[D:2 * D]
+        s = sc[2 * D]
+        inv = sc[2 * D + 1]
+        u = sc[2 * D + 2]
+        # s_b = sum_k r_kb
+        for b in range(nb):
+            s[b] = 0.0
+        for k in range(K):
+            rk = r[k]
+            for b in range(nb):
+                s[b] += rk[b]
+        # inv_b = 1 / s_b (0 on a row of weight zero),  z_bd = g_bd inv_b
+        for b in range(nb):
+            inv[b] = 1.0 / s[b] if s[b] > 0.0 else 0.0
+        for d in range(D):
+            gd = g[d]
+            zd = z[d]
+            for b in range(nb):
+                zd[b] = gd[b] * inv[b]
+        # W[d, e] += sum_b g_bd z_be, for e and e + 1 together
+        f = 0
+        for d in range(D):
+            gd = g[d]
+            e = d
+            while e + 1 < D:
+                za = z[e]
+                zb = z[e + 1]
+                s0 = s1 = 0.0
                 for b in range(nb):
-                    x = xd[b] * xe[b]
-                    s0 += r0[b] * x
-                    s1 += r1[b] * x
-                    s2 += r2[b] * x
-                    s3 += r3[b] * x
-                M[k, f] += s0
-                M[k + 1, f] += s1
-                M[k + 2, f] += s2
-                M[k + 3, f] += s3
+                    s0 += gd[b] * za[b]
+                    s1 += gd[b] * zb[b]
+                M[KG, f] += s0
+                M[KG, f + 1] += s1
+                f += 2
+                e += 2
+            # the last column when D - d is odd
+            if e < D:
+                za = z[e]
+                s0 = 0.0
+                for b in range(nb):
+                    s0 += gd[b] * za[b]
+                M[KG, f] += s0
                 f += 1
+        # P_kl += sum_b u_kb r_lb for l > k,  u_kb = r_kb inv_b
+        for k in range(K - 1):
+            rk = r[k]
+            for b in range(nb):
+                u[b] = rk[b] * inv[b]
+            for l in range(k + 1, K):
+                rl = r[l]
+                s0 = 0.0
+                for b in range(nb):
+                    s0 += u[b] * rl[b]
+                M[k, 1 + D + l] += s0
 
 
 @njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def _e_step_kernel(Xt, sw, cov_kind, s2_mode, base, means, prec_chol, prec_sd,
-                   mu_u, want_stats, want_resp, work, pM, pLL, logp_out, resp_out):
+def _e_step_kernel(Xt, sw, cov_kind, mode, base, means, prec_chol, prec_sd,
+                   mu_u, centres, want_stats, want_resp, work, pM, pLL, logp_out, resp_out):
     """E-step over fixed chunks: log-likelihoods, responsibilities, statistics.
 
-    Writes per-chunk partials pM[c, k, f] = sum_i v_i r_ik phi_f(x_i) and
-    pLL[c] = sum_i v_i log p_i over the rows of chunk c (reduced by the caller
-    in chunk order), the per-row log-likelihood logp_out[i], and, when
-    want_resp, resp_out[i, k].
+    Writes per-chunk partials pM[c] (the statistics of ``_accumulate_block``
+    over the rows of chunk c, centred on centres[k]) and
+    pLL[c] = sum_i v_i log p_i (both reduced by the caller in chunk order),
+    the per-row log-likelihood logp_out[i], and, when want_resp,
+    resp_out[i, k].
     """
     D, n = Xt.shape
     K = means.shape[0]
@@ -377,6 +683,7 @@ def _e_step_kernel(Xt, sw, cov_kind, s2_mode, base, means, prec_chol, prec_sd,
         t = work[c, KG + D]
         lse = work[c, KG + D + 1]     # log p_b
         inv = work[c, KG + D + 2]     # 1 / sum_k t_kb, then v_b / sum_k t_kb
+        sc = work[c, KG + D + 3:]     # scratch for the statistics
         r[K:, :] = 0.0                # padding components carry no mass
         pLL[c] = 0.0
         if want_stats:
@@ -411,7 +718,7 @@ def _e_step_kernel(Xt, sw, cov_kind, s2_mode, base, means, prec_chol, prec_sd,
                     rk = r[k]
                     for b in range(nb):
                         rk[b] *= inv[b]
-                _accumulate_block(Xt, b0, nb, r, s2_mode, pM[c])
+                _accumulate_block(Xt, b0, nb, r, centres, mode, sc, pM[c])
 
 
 @njit(cache=True, parallel=True)
@@ -431,14 +738,15 @@ def _shifted_transpose_kernel(X, shift, Xt):
 
 
 @njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def _resp_stats_kernel(Xt, sw, resp, s2_mode, work, pM):
-    """Statistics pM[c] of given responsibilities resp[i, k] (used to initialise)."""
+def _resp_stats_kernel(Xt, sw, resp, centres, mode, work, pM):
+    """Statistics pM[c] of given responsibilities resp[i, k], centred on centres[k]."""
     D, n = Xt.shape
     K = resp.shape[1]
     KG = (K + GROUP - 1) // GROUP * GROUP
     n_chunks = pM.shape[0]
     for c in prange(n_chunks):
         r = work[c, 0:KG]
+        sc = work[c, KG + D + 3:]
         r[K:, :] = 0.0
         pM[c, :, :] = 0.0
         lo = c * CHUNK
@@ -451,7 +759,7 @@ def _resp_stats_kernel(Xt, sw, resp, s2_mode, work, pM):
                 rk = r[k]
                 for b in range(nb):
                     rk[b] = resp[b0 + b, k] * v[b]
-            _accumulate_block(Xt, b0, nb, r, s2_mode, pM[c])
+            _accumulate_block(Xt, b0, nb, r, centres, mode, sc, pM[c])
 
 
 @njit(cache=True)
@@ -563,6 +871,18 @@ class ConvergenceWarning(UserWarning):
     """EM stopped at max_iter before the objective change fell below tol."""
 
 
+# Largest accepted |x|: squares reach 1e300, which leaves a factor of ~1e8 for
+# the sums over rows and features before float64 overflows (1.8e308).
+_MAX_ABS = 1e150
+
+
+def _reject_strings(arr, name):
+    """Numeric strings ('1.5') convert silently with astype; refuse them (as sklearn)."""
+    kind = arr.dtype.kind
+    if kind in "US" or (kind == "O" and any(isinstance(v, (str, bytes)) for v in arr.flat)):
+        raise ValueError(f"{name} must contain numbers, not strings; convert it to a numeric array first.")
+
+
 def _as_2d_float(X, name="X"):
     """Validated float64 copy-free view of X; raises one-sentence errors."""
     if hasattr(X, "toarray") or hasattr(X, "tocsr"):
@@ -573,6 +893,7 @@ def _as_2d_float(X, name="X"):
         raise ValueError(f"{name} could not be converted to a numeric array.") from None
     if arr.dtype.kind == "c":
         raise ValueError(f"{name} must be real-valued; got complex numbers.")
+    _reject_strings(arr, name)
     if arr.dtype.kind not in "biuf":
         try:
             arr = arr.astype(np.float64)
@@ -585,8 +906,13 @@ def _as_2d_float(X, name="X"):
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ValueError(f"{name} is empty; got shape {arr.shape}.")
     arr = np.asarray(arr, dtype=np.float64)
-    if not np.isfinite(arr).all():
+    # max and min propagate NaN and infinity, and need no temporary array
+    hi, lo = arr.max(), arr.min()
+    if not (math.isfinite(hi) and math.isfinite(lo)):
         raise ValueError(f"{name} contains NaN or infinity.")
+    if max(hi, -lo) > _MAX_ABS:
+        raise ValueError(f"{name} has values of magnitude up to {max(hi, -lo):.3g}, beyond the {_MAX_ABS:g} "
+                         f"whose squares still fit in float64; rescale {name}.")
     return arr
 
 
@@ -594,7 +920,14 @@ def _check_sample_weight(sample_weight, n):
     if sample_weight is None:
         return np.ones(n)
     try:
-        w = np.asarray(sample_weight, dtype=np.float64)
+        w = np.asarray(sample_weight)
+    except Exception:
+        raise ValueError("sample_weight could not be converted to a numeric array.") from None
+    if w.dtype.kind == "c":
+        raise ValueError("sample_weight must be real-valued; got complex numbers.")
+    _reject_strings(w, "sample_weight")
+    try:
+        w = np.asarray(w, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError("sample_weight must contain only numbers.") from None
     if w.ndim != 1 or w.shape[0] != n:
@@ -609,15 +942,39 @@ def _check_sample_weight(sample_weight, n):
 
 
 def _as_rng(random_state):
+    msg = "random_state must be a non-negative integer, a Generator or None."
+    if isinstance(random_state, (bool, np.bool_)):
+        raise ValueError(msg)
     if isinstance(random_state, np.random.Generator):
         return random_state
     if isinstance(random_state, np.random.RandomState):
         return np.random.default_rng(random_state.randint(0, 2**31 - 1))
     if random_state is None or isinstance(random_state, (numbers.Integral, np.random.SeedSequence)):
         if isinstance(random_state, numbers.Integral) and random_state < 0:
-            raise ValueError("random_state must be a non-negative integer, a Generator or None.")
+            raise ValueError(msg)
         return np.random.default_rng(random_state)
-    raise ValueError("random_state must be a non-negative integer, a Generator or None.")
+    raise ValueError(msg)
+
+
+@contextlib.contextmanager
+def _threads_for(n_rows):
+    """One numba thread while the rows fit in one chunk, then the previous count.
+
+    A second thread would have no chunk to work on, but every parallel region
+    would still wake the thread pool (milliseconds per E-step on a loaded
+    machine). Chunks are fixed, so the results do not change. Used around
+    this class's own kernel calls only (a subclass's parallel code, such as
+    the harness's deliberately broken reductions, keeps the pool).
+    """
+    before = get_num_threads()
+    if n_rows > CHUNK or before == 1:
+        yield
+        return
+    set_num_threads(1)
+    try:
+        yield
+    finally:
+        set_num_threads(before)
 
 
 def _cov_shape(covariance_type, K, D):
@@ -659,6 +1016,42 @@ def _chol_from_precisions(prec, covariance_type):
     return np.sqrt(prec)
 
 
+@functools.lru_cache(maxsize=32)
+def _triu(D):
+    return np.triu_indices(D)
+
+
+def _upper_to_full(flat, D):
+    """(..., D, D) symmetric matrices from their row-major upper triangles (..., D(D+1)/2)."""
+    d, e = _triu(D)
+    out = np.empty(flat.shape[:-1] + (D, D))
+    out[..., d, e] = flat
+    out[..., e, d] = flat
+    return out
+
+
+def _floor_loss(lam, r):
+    """phi(lam) = log(1 + r / lam) - r / (lam + r) >= 0, elementwise; +inf where lam <= 0.
+
+    With t = r / (lam + r) in [0, 1), phi = -log(1 - t) - t = sum_{m>=2} t^m / m.
+    For t < 0.1 the series (to m = 20: remainder below t^19 relative) avoids
+    the cancellation of the closed form; above, log1p(r / lam) - t loses at
+    most a factor 1 / phi(0.1) ~ 200 of eps.
+    """
+    lam = np.asarray(lam, dtype=np.float64)
+    out = np.full(lam.shape, np.inf)
+    ok = lam > 0
+    t = r / (lam[ok] + r)
+    series = np.zeros_like(t)
+    # sum_{m=2}^{20} t^m / m by Horner: ((t/20 + 1/19) t + ... + 1/2) t^2
+    for m in range(20, 1, -1):
+        series = series * t + 1.0 / m
+    series *= t * t
+    closed = np.log1p(r / lam[ok]) - t
+    out[ok] = np.where(t < 0.1, series, closed)
+    return out
+
+
 # ----------------------------------------------------------------------------
 # The estimator.
 # ----------------------------------------------------------------------------
@@ -672,8 +1065,8 @@ class GaussianMixture:
     n_components : int, default=1
     covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
     tol : float, default=1e-3
-        Stop when the mean log-likelihood rises by less than tol. tol=0 runs
-        exactly max_iter iterations.
+        Stop when the mean log-likelihood changes by less than tol (see the
+        module docstring for falls). tol=0 runs exactly max_iter iterations.
     reg_covar : float, default=1e-6
         Added to every variance (the covariance floor).
     max_iter : int, default=100
@@ -683,7 +1076,9 @@ class GaussianMixture:
     weights_init, means_init, precisions_init : array-like, optional
     random_state : int, numpy Generator or None
     warm_start : bool, default=False
-        Start the next fit from the current parameters (n_init is then 1).
+        Start the next fit from the current parameters (n_init is then 1);
+        n_components, covariance_type and the number of features must be
+        those of the fitted model.
     verbose : int, default=0
     verbose_interval : int, default=10
 
@@ -693,6 +1088,10 @@ class GaussianMixture:
     converged_, n_iter_, lower_bound_ (final mean log-likelihood),
     history_ (mean log-likelihood after 0, 1, ..., n_iter_ iterations),
     n_features_in_.
+
+    Once fitted, predict, predict_proba, score_samples, score, sample, bic
+    and aic use the fitted parameters, with their number of components and
+    covariance type, whatever set_params changed since (as sklearn).
     """
 
     _COV_TYPES = ("full", "tied", "diag", "spherical")
@@ -759,6 +1158,16 @@ class GaussianMixture:
             raise ValueError(f"max_iter must be an integer >= 0; got {self.max_iter!r}.")
         if not is_int(self.n_init) or self.n_init < 1:
             raise ValueError(f"n_init must be an integer >= 1; got {self.n_init!r}.")
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            raise ValueError(f"warm_start must be True or False; got {self.warm_start!r}.")
+        # verbose, like sklearn's, may also be a bool
+        if not isinstance(self.verbose, (numbers.Integral, np.bool_)) or self.verbose < 0:
+            raise ValueError(f"verbose must be an integer >= 0; got {self.verbose!r}.")
+        if not is_int(self.verbose_interval) or self.verbose_interval < 1:
+            raise ValueError(f"verbose_interval must be an integer >= 1; got {self.verbose_interval!r}.")
+        if isinstance(self.random_state, (bool, np.bool_)):
+            raise ValueError(f"random_state must be a non-negative integer, a Generator or None; "
+                             f"got {self.random_state!r}.")
 
     def _check_inits(self, D):
         K, ct = self.n_components, self.covariance_type
@@ -793,7 +1202,12 @@ class GaussianMixture:
     @staticmethod
     def _numeric(value, name):
         try:
-            arr = np.array(value, dtype=np.float64)
+            arr = np.array(value)
+        except Exception:
+            raise ValueError(f"{name} must contain only numbers.") from None
+        _reject_strings(arr, name)
+        try:
+            arr = np.array(arr, dtype=np.float64)
         except (TypeError, ValueError):
             raise ValueError(f"{name} must contain only numbers.") from None
         if not np.isfinite(arr).all():
@@ -801,35 +1215,37 @@ class GaussianMixture:
         return arr
 
     def _check_fitted(self):
-        if not hasattr(self, "means_"):
+        if not hasattr(self, "means_") or not hasattr(self, "_covariance_type_fitted"):
             raise NotFittedError("This GaussianMixture instance is not fitted yet; call fit first.")
 
     def _check_predict_X(self, X):
         self._check_fitted()
         X = _as_2d_float(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but GaussianMixture was fitted with {self.n_features_in_} features."
-            )
+        D = self.means_.shape[1]
+        if X.shape[1] != D:
+            raise ValueError(f"X has {X.shape[1]} features, but GaussianMixture was fitted with {D} features.")
         return X
 
     # data layout ---------------------------------------------------------------
-    def _layout(self, X, shift, want_stats):
-        """Transposed, shifted copy of X plus the workspaces the kernels need."""
-        n = X.shape[0]
-        K, D = self.n_components, X.shape[1]
+    @staticmethod
+    def _layout(X, shift, K, mode, want_stats=True):
+        """Transposed, shifted copy of X plus the workspaces the kernels need.
+
+        Every buffer is sized from K (the number of components of the
+        parameters the kernels will read) and the statistics mode.
+        """
+        n, D = X.shape
         Xt = np.empty((D, n))
-        _shifted_transpose_kernel(np.ascontiguousarray(X),
-                                  np.ascontiguousarray(shift, dtype=np.float64), Xt)
-        KG = -(-K // GROUP) * GROUP
+        with _threads_for(n):
+            _shifted_transpose_kernel(np.ascontiguousarray(X),
+                                      np.ascontiguousarray(shift, dtype=np.float64), Xt)
         n_chunks = (n + CHUNK - 1) // CHUNK
-        s2 = _S2_MODE[self.covariance_type] if want_stats else 0
-        n_feat = _n_features(D, s2)
+        shape = _stats_shape(K, D, mode)
         return dict(
-            Xt=Xt, shift=shift, n_chunks=n_chunks, s2_mode=s2,
-            work=np.empty((n_chunks, KG + D + 3, BLOCK)),
-            pM=np.empty((n_chunks, KG, n_feat) if want_stats else (1, 1, 1)),
-            M=np.empty((KG, n_feat)), pLL=np.empty(n_chunks), logp=np.empty(n),
+            Xt=Xt, shift=shift, n_chunks=n_chunks, K=K, mode=mode, want_stats=want_stats,
+            work=_aligned_empty(_work_shape(n_chunks, K, D, mode)),
+            pM=np.empty((n_chunks,) + shape if want_stats else (1, 1, 1)),
+            M=np.empty(shape if want_stats else (1, 1)), pLL=np.empty(n_chunks), logp=np.empty(n),
         )
 
     def _kernel_params(self, shift):
@@ -840,7 +1256,7 @@ class GaussianMixture:
         (diag, spherical: (K, D)) and mu_k^T U (tied).
         """
         K, D = self.means_.shape
-        ct = self.covariance_type
+        ct = self._covariance_type_fitted
         pc = self.precisions_cholesky_
         means = self.means_ - shift
         chol, sd, mu_u = np.zeros((1, 1, 1)), np.zeros((1, 1)), np.zeros((1, 1))
@@ -865,60 +1281,115 @@ class GaussianMixture:
     def _e_step(self, lay, sw, want_stats=True, resp_out=None):
         """Run the E-step kernel; returns (mean log-lik, statistics or None).
 
-        The statistics are M[k] = (N_k, S1_k, S2_k flattened), as read by
-        ``_unpack_stats``; M is a view of lay's buffer, valid until the next
-        E-step.
+        The statistics are (M, centres, pooled): M the reduced rows of
+        ``_accumulate_block`` (a view of lay's buffer, valid until the next
+        E-step), centres[k] the shifted points they are centred on, and, for
+        'tied' while the raw pooled scatter is accurate enough (module
+        docstring), pooled = lay["T"], the total scatter about the data mean
+        (else None).
         """
         base, means, chol, sd, mu_u = self._kernel_params(lay["shift"])
+        ct = self._covariance_type_fitted
+        Xt = lay["Xt"]
+        D, n = Xt.shape
+        K = lay["K"]
         want_resp = resp_out is not None
-        s2_mode = lay["s2_mode"] if want_stats else 0
-        _e_step_kernel(lay["Xt"], sw, _COV_KIND[self.covariance_type], s2_mode,
-                       base, means, chol, sd, mu_u, want_stats, want_resp,
-                       lay["work"], lay["pM"], lay["pLL"], lay["logp"],
-                       resp_out if want_resp else np.empty((1, 1)))
+        want_stats = bool(want_stats)
+        # The kernel indexes without bounds checks: every array must have the
+        # shape the buffers were sized for.
+        kernel_shape = {"full": (chol.shape, (K, D, D)), "tied": (chol.shape + mu_u.shape, (1, D, D, K, D)),
+                        "diag": (sd.shape, (K, D)), "spherical": (sd.shape, (K, D))}[ct]
+        if (means.shape != (K, D) or base.shape != (K,) or kernel_shape[0] != kernel_shape[1]
+                or sw.shape != (n,) or lay["work"].shape != _work_shape(lay["n_chunks"], K, D, lay["mode"])
+                or (want_resp and resp_out.shape != (n, K))
+                or (want_stats and not (lay["want_stats"] and lay["mode"] == _STATS_MODE[ct]))):
+            raise ValueError("The fitted parameters do not match the shapes this call was prepared for; "
+                             "refit the model.")
+        raw = want_stats and lay.get("T") is not None and not lay["tied_exact"]
+        centres = np.zeros((K, D)) if raw else means
+
+        def run(mode, centres, want_resp):
+            with _threads_for(n):
+                _e_step_kernel(Xt, sw, _COV_KIND[ct], mode, base, means, chol, sd, mu_u, centres,
+                               want_stats, want_resp, lay["work"], lay["pM"], lay["pLL"], lay["logp"],
+                               resp_out if want_resp else np.empty((1, 1)))
+
+        run(0 if raw else lay["mode"], centres, want_resp)
         # reduce the chunk partials in chunk order
         ll = lay["pLL"].sum() / sw.sum()
         if not want_stats:
             return ll, None
         M = np.sum(lay["pM"], axis=0, out=lay["M"])
-        return ll, M[:self.n_components]
+        if raw:
+            if self._raw_pooled_ok(M, lay["T"]):
+                return ll, (M, centres, lay["T"])
+            # from now on (for this fit), the centred pooled scatter
+            lay["tied_exact"] = True
+            run(lay["mode"], means, False)
+            M = np.sum(lay["pM"], axis=0, out=lay["M"])
+        return ll, (M, means, None)
 
     @staticmethod
-    def _unpack_stats(M, D, s2_mode):
-        """(N, S1, S2) from rows M[k] = (N_k, S1_k, S2_k flattened).
+    def _raw_pooled_ok(M, T):
+        """Whether the tied M-step from raw moments loses at most 4 digits.
 
-        S2 is (K, D, D) symmetric for s2_mode 2, (K, D) diagonals for 1,
-        None for 0.
+        With the total scatter T about the data mean and the between-component
+        part B_dd = sum_k n_k mu_kd^2, the within scatter T_dd - B_dd carries a
+        rounding error of a few eps T_dd: it is accurate while
+        T_dd <= _RAW_MAX_CANCELLATION (T_dd - B_dd) for every d.
         """
-        N, S1, flat = M[:, 0], M[:, 1:1 + D], M[:, 1 + D:]
-        if s2_mode == 0:
-            return N, S1, None
-        if s2_mode == 1:
-            return N, S1, flat
-        d, e = np.triu_indices(D)
-        S2 = np.empty((M.shape[0], D, D))
-        S2[:, d, e] = flat
-        S2[:, e, d] = flat
-        return N, S1, S2
+        D = T.shape[0]
+        N = M[:, 0]        # (padding rows and the unused pooled row are zero)
+        nk = N + 10 * np.finfo(np.float64).eps
+        mu = M[:, 1:1 + D] / nk[:, None]
+        within = np.diagonal(T) - (nk[:, None] * mu * mu).sum(axis=0)
+        return bool(np.all(np.diagonal(T) <= _RAW_MAX_CANCELLATION * within))
 
     def _m_step(self, stats, scatter, shift):
-        """Map the sufficient statistics to parameters (sklearn's formulas).
+        """Map the centred statistics to parameters (sklearn's M-step, exactly).
 
-        stats has rows (N_k, S1_k, S2_k flattened), as the E-step returns them.
+        stats = (M, c, pooled) as the E-step returns them; c_k are the centres
+        (the shifted means at the E-step, or 0 for raw 'tied', whose
+        sum_k C_k is then pooled = T). ``scatter`` is unused (kept for
+        subclasses). With n_k = N_k + 10 eps, a_k = N_k / n_k and
+        d_k = S1_k / n_k (S1_k centred on c_k): mu_k - c_k = delta_k =
+        d_k - (10 eps / n_k) c_k, and sum_i v_i r_ik (x_i - mu_k)(x_i - mu_k)^T / n_k
+        = C_k / n_k - d_k delta_k^T - delta_k d_k^T + a_k delta_k delta_k^T.
         """
         ct = self.covariance_type
-        D = shift.shape[0]
-        N, S1, S2 = self._unpack_stats(stats, D, _S2_MODE[ct])
-        nk = N + 10 * np.finfo(np.float64).eps
-        mu = S1 / nk[:, None]
+        M, c, pooled = stats
+        K, D = c.shape
+        eps10 = 10 * np.finfo(np.float64).eps
+        N = M[:K, 0].copy()
+        nk = N + eps10
+        a = N / nk
+        d1 = M[:K, 1:1 + D] / nk[:, None]
+        delta = d1 - (eps10 / nk)[:, None] * c
+        mu = c + delta
         if ct == "full":
-            cov = S2 / nk[:, None, None] - (2.0 - N / nk)[:, None, None] * mu[:, :, None] * mu[:, None, :]
+            C = _upper_to_full(M[:K, 1 + D:], D)
+            cov = (C / nk[:, None, None] - d1[:, :, None] * delta[:, None, :] - delta[:, :, None] * d1[:, None, :]
+                   + a[:, None, None] * delta[:, :, None] * delta[:, None, :])
             cov[:, np.arange(D), np.arange(D)] += self.reg_covar
         elif ct == "tied":
-            cov = (scatter - np.einsum("k,kd,ke->de", nk, mu, mu)) / nk.sum()
+            if pooled is None:
+                # sum_k C_k = W + sum_{k<l} P_kl (c_k - c_l)(c_k - c_l)^T
+                KG = -(-K // GROUP) * GROUP
+                W = _upper_to_full(M[KG, :D * (D + 1) // 2], D)
+                P = M[:K, 1 + D:1 + D + K]
+                gap = c[:, None, :] - c[None, :, :]
+                C = W + np.einsum("kl,kld,kle->de", P, gap, gap)
+            else:   # raw: c = 0, and sum_k C_k is the total scatter
+                C = pooled
+            # sum_k sum_i v_i r_ik (x_i - mu_k)(x_i - mu_k)^T
+            S1 = d1 * nk[:, None]
+            scat = C - np.einsum("kd,ke->de", S1, delta) - np.einsum("kd,ke->de", delta, S1) \
+                + np.einsum("k,kd,ke->de", N, delta, delta)
+            cov = scat / nk.sum()
             cov.flat[:: D + 1] += self.reg_covar
         else:
-            cov = S2 / nk[:, None] - mu * mu + self.reg_covar
+            Cd = M[:K, 1 + D:1 + 2 * D]
+            cov = Cd / nk[:, None] - 2.0 * d1 * delta + a[:, None] * delta * delta + self.reg_covar
             if ct == "spherical":
                 cov = cov.mean(axis=1)
         pc = None
@@ -930,6 +1401,8 @@ class GaussianMixture:
             else:  # not positive definite: LAPACK decides, and raises the documented error
                 pc = _chol_precisions(cov, ct)
         self._set_parameters(nk / nk.sum(), mu + shift, cov, pc)
+        # the weighted counts, for the bound on a fall of the log-likelihood
+        self._m_counts = N
 
     def _set_parameters(self, weights, means, covariances, precisions_cholesky=None):
         ct = self.covariance_type
@@ -945,9 +1418,17 @@ class GaussianMixture:
             self.precisions_ = precisions_cholesky @ precisions_cholesky.T
         else:
             self.precisions_ = precisions_cholesky ** 2
+        # the parameters' own covariance type and shape, used by everything
+        # after fit (set_params may change the hyper-parameters meanwhile)
+        self._covariance_type_fitted = ct
+        self.n_features_in_ = means.shape[1]
 
     # initialisation -------------------------------------------------------------
     def _initialize(self, X, sw, lay, rng, inits):
+        with _threads_for(X.shape[0]):
+            self._initialize_parameters(X, sw, lay, rng, inits)
+
+    def _initialize_parameters(self, X, sw, lay, rng, inits):
         K, (n, D) = self.n_components, X.shape
         w_init, m_init, p_init = inits
         if not all(v is not None for v in inits):
@@ -958,7 +1439,7 @@ class GaussianMixture:
                 if self.init_params == "k-means++":
                     centers = self._kmeans_pp(lay["Xt"], sw, rng)
                 else:
-                    centers = lay["Xt"][:, rng.choice(n, size=K, replace=False)].T.copy()
+                    centers = lay["Xt"][:, self._random_rows(sw, rng)].T.copy()
                 labels = np.empty(n, dtype=np.int64)
                 n_chunks = lay["n_chunks"]
                 _nearest_kernel(lay["Xt"], sw, centers, labels, np.empty((n_chunks, K)),
@@ -969,9 +1450,16 @@ class GaussianMixture:
             else:  # 'random': soft uniform responsibilities
                 resp = rng.uniform(size=(n, K))
                 resp /= resp.sum(axis=1, keepdims=True)
-            _resp_stats_kernel(lay["Xt"], sw, resp, lay["s2_mode"], lay["work"], lay["pM"])
+            # two passes: the weighted means of the responsibilities, then the
+            # statistics centred on them
+            pM0 = np.empty((lay["n_chunks"],) + _stats_shape(K, D, 0))
+            _resp_stats_kernel(lay["Xt"], sw, resp, np.zeros((K, D)), 0, lay["work"], pM0)
+            M0 = pM0.sum(axis=0)
+            N0 = M0[:K, :1]
+            centres = np.divide(M0[:K, 1:1 + D], N0, out=np.zeros((K, D)), where=N0 > 0)
+            _resp_stats_kernel(lay["Xt"], sw, resp, centres, lay["mode"], lay["work"], lay["pM"])
             M = np.sum(lay["pM"], axis=0, out=lay["M"])
-            self._m_step(M[:K], lay.get("scatter"), lay["shift"])
+            self._m_step((M, centres, None), None, lay["shift"])
         # explicit initial values override the data-driven ones
         weights = self.weights_ if w_init is None else w_init
         means = self.means_ if m_init is None else m_init
@@ -982,6 +1470,11 @@ class GaussianMixture:
             pc = _chol_from_precisions(p_init, self.covariance_type)
             cov = self._cov_from_precisions(p_init)
         self._set_parameters(weights, means, cov, pc)
+
+    def _random_rows(self, sw, rng):
+        """n_components distinct rows drawn with probabilities v_i / sum v, without
+        replacement: never a row of weight zero ('random_from_data')."""
+        return rng.choice(sw.shape[0], size=self.n_components, replace=False, p=sw / sw.sum())
 
     def _cov_from_precisions(self, prec):
         if self.covariance_type == "full":
@@ -1054,36 +1547,55 @@ class GaussianMixture:
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None):
-        """Fit, then return the labels of X under the fitted model."""
-        return self._fit(X, sample_weight)
+        """Fit, then return the labels of X under the fitted model (= fit(X).predict(X))."""
+        self._fit(X, sample_weight)
+        return self.predict(X)
 
     def _fit(self, X, sample_weight):
         self._check_hyperparameters()
         X = _as_2d_float(X)
         n, D = X.shape
-        K = self.n_components
+        K, ct = self.n_components, self.covariance_type
         if n < K:
             raise ValueError(f"Expected n_samples >= n_components but got n_components = {K}, n_samples = {n}.")
         sw = _check_sample_weight(sample_weight, n)
         inits = self._check_inits(D)
         rng = _as_rng(self.random_state)
 
-        warm = self.warm_start and hasattr(self, "converged_")
-        if warm and self.n_features_in_ != D:
-            raise ValueError(f"X has {D} features, but GaussianMixture was fitted with {self.n_features_in_} features.")
+        warm = self.warm_start and hasattr(self, "converged_") and hasattr(self, "_covariance_type_fitted")
+        if warm:
+            K0, D0 = self.means_.shape
+            ct0 = self._covariance_type_fitted
+            if D != D0:
+                raise ValueError(f"X has {D} features, but GaussianMixture was fitted with {D0} features.")
+            if K != K0:
+                raise ValueError(f"n_components is {K}, but warm_start continues the fitted model, which has "
+                                 f"{K0} components; set warm_start=False to refit.")
+            if ct != ct0:
+                raise ValueError(f"covariance_type is {ct!r}, but warm_start continues the fitted model, whose "
+                                 f"covariance_type is {ct0!r}; set warm_start=False to refit.")
+        elif self.init_params == "random_from_data" and not all(v is not None for v in inits):
+            if np.count_nonzero(sw) < K:
+                raise ValueError(f"init_params='random_from_data' needs n_components = {K} rows of positive "
+                                 f"sample_weight; got {np.count_nonzero(sw)}.")
+        return self._fit_em(X, sw, inits, rng, warm)
+
+    def _fit_em(self, X, sw, inits, rng, warm):
+        K = self.n_components
         # not sw @ X: a threaded BLAS call leaves a worker thread spinning for
         # ~0.1 s, taking a core from the first E-steps
         shift = np.einsum("i,ij->j", sw, X) / sw.sum()
-        lay = self._layout(X, shift, want_stats=True)
+        lay = self._layout(X, shift, K, _STATS_MODE[self.covariance_type])
         if self.covariance_type == "tied":
-            lay["scatter"] = self._scatter(lay, sw)
-        self.n_features_in_ = D
-
+            # raw pooled scatter while it is accurate (see _raw_pooled_ok)
+            lay["T"], lay["tied_exact"] = self._scatter(lay, sw), False
+        self._falls = []
         best = None
         for init in range(1 if warm else self.n_init):
             t0 = time.perf_counter()
             if not warm:
                 self._initialize(X, sw, lay, rng, inits)
+            self._init_index = init
             history, converged = self._run_em(lay, sw)
             if self.verbose:
                 print(f"Initialization {init}: {len(history) - 1} iterations, "
@@ -1096,32 +1608,43 @@ class GaussianMixture:
         self.history_ = np.asarray(history)
         self.n_iter_ = len(history) - 1
         self.lower_bound_ = history[-1]
+        if self._falls:
+            init, it, fall = self._falls[0]
+            where = f"iteration {it}" + (f" of initialization {init}" if self.n_init > 1 and not warm else "")
+            warnings.warn(
+                f"The log-likelihood fell by more than round-off and more than the covariance floor "
+                f"reg_covar can explain at {len(self._falls)} iteration(s), first at {where} "
+                f"(by {fall:.3e}), which EM never does; no such iteration counts as convergence.",
+                RuntimeWarning, stacklevel=4)
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge; increase max_iter or tol, "
-                "or check for degenerate data.", ConvergenceWarning, stacklevel=3)
-        resp = np.empty((n, K))
-        self._e_step(lay, sw, want_stats=False, resp_out=resp)
-        return resp.argmax(axis=1)
+                "or check for degenerate data.", ConvergenceWarning, stacklevel=4)
 
     def _scatter(self, lay, sw):
-        """Total weighted scatter sum_i v_i x_i x_i^T (tied: fixed across iterations)."""
+        """Total weighted scatter sum_i v_i x_i x_i^T of lay's (shifted) rows."""
         D, n = lay["Xt"].shape
-        pM = np.empty((lay["n_chunks"], GROUP, _n_features(D, 2)))
-        _resp_stats_kernel(lay["Xt"], sw, np.ones((n, 1)), 2, lay["work"], pM)
-        return self._unpack_stats(pM.sum(axis=0)[:1], D, 2)[2][0]
+        n_chunks = lay["n_chunks"]
+        pM = np.empty((n_chunks,) + _stats_shape(1, D, 2))
+        with _threads_for(n):
+            _resp_stats_kernel(lay["Xt"], sw, np.ones((n, 1)), np.zeros((1, D)), 2,
+                               _aligned_empty(_work_shape(n_chunks, 1, D, 2)), pM)
+        return _upper_to_full(pM.sum(axis=0)[0, 1 + D:], D)
 
     def _run_em(self, lay, sw):
         """EM iterations from the current parameters; returns (history, converged).
 
         history[t] is the exact objective at the parameters after t
-        iterations, from the E-step run at those parameters.
+        iterations, from the E-step run at those parameters. A fall beyond
+        round-off and beyond what the covariance floor explains is recorded
+        in self._falls and never counts as convergence (module docstring).
         """
         ll, stats = self._e_step(lay, sw)
         history = [ll]
         converged = False
+        total = sw.sum()
         for it in range(1, self.max_iter + 1):
-            self._m_step(stats, lay.get("scatter"), lay["shift"])
+            self._m_step(stats, None, lay["shift"])
             ll, stats = self._e_step(lay, sw)
             if not np.isfinite(ll):
                 raise ValueError("The log-likelihood became non-finite; check the data scale or increase reg_covar.")
@@ -1129,44 +1652,102 @@ class GaussianMixture:
             change = ll - history[-2]
             if self.verbose >= 2 and it % self.verbose_interval == 0:
                 print(f"  Iteration {it}: objective {ll:.8f}, change {change:.3e}")
-            if change < -1e-10 * abs(ll):
-                warnings.warn(
-                    f"The log-likelihood decreased by {-change:.3e} at iteration {it}; "
-                    "this is not convergence.", RuntimeWarning, stacklevel=4)
-            elif self.tol > 0 and change < self.tol:
+            if change < 0.0:
+                roundoff = 1e-10 * self._mean_abs_logp(lay, sw, total)
+                if -change > roundoff and -change > roundoff + self._floor_bound() / total:
+                    self._falls.append((getattr(self, "_init_index", 0), it, -change))
+                    continue
+            if self.tol > 0 and abs(change) < self.tol:
                 converged = True
                 break
         return history, converged
 
+    @staticmethod
+    def _mean_abs_logp(lay, sw, total):
+        """sum_i v_i |log p_i| / sum_i v_i at the last E-step (the scale of its round-off)."""
+        pos = sw > 0
+        return float((sw[pos] * np.abs(lay["logp"][pos])).sum() / total)
+
+    def _floor_bound(self):
+        """B = sum_k B_k, the most the covariance floor can lower Q (sum-of-weights units).
+
+        B_k = (N_k / 2) sum_j phi(lam_j), lam_j the eigenvalues of
+        hat-Sigma_k = Sigma_k - reg_covar I (diag: its entries; spherical: its
+        value, D times; tied: one matrix with N = sum_k N_k); +inf if some
+        lam_j <= 0 while N_k > 0 (the floor is then what keeps the component
+        alive). Each lam_j is first lowered by its round-off, which can only
+        raise B.
+        """
+        r = self.reg_covar
+        if r == 0.0:
+            return 0.0
+        ct = self._covariance_type_fitted
+        N = getattr(self, "_m_counts", None)
+        if N is None:      # parameters not from this class's M-step: no allowance
+            return 0.0
+        cov = self.covariances_
+        D = self.means_.shape[1]
+        mult = 1
+        if ct == "full":
+            lam = np.linalg.eigvalsh(cov - r * np.eye(D))
+        elif ct == "tied":
+            lam = np.linalg.eigvalsh(cov - r * np.eye(D))[None]
+            N = np.array([N.sum()])
+        elif ct == "diag":
+            lam = cov - r
+        else:
+            lam, mult = (cov - r)[:, None], D
+        lam = lam - 8 * D * np.finfo(np.float64).eps * (np.abs(lam).max(axis=1, keepdims=True) + r)
+        with np.errstate(invalid="ignore"):
+            Bk = np.where(N > 0, 0.5 * N * mult * _floor_loss(lam, r).sum(axis=1), 0.0)
+        return float(Bk.sum())
+
     def _sufficient_statistics(self, X, sample_weight=None):
         """E-step statistics (N_k, S1_k, S2_k) of X at the current parameters.
 
-        Unshifted, in full form: S2 is (K, D, D) for 'full', the total scatter
-        (D, D) for 'tied', the diagonals (K, D) for 'diag'/'spherical'.
+        Raw (unshifted, uncentred) moments, converted from the centred ones
+        the E-step accumulates: S1_k = sum_i v_i r_ik x_i and S2_k =
+        sum_i v_i r_ik x_i x_i^T, (K, D, D) for 'full', the diagonals (K, D)
+        for 'diag'/'spherical', and for 'tied' the total scatter
+        sum_i v_i x_i x_i^T (D, D).
         """
         X = self._check_predict_X(X)
-        sw = _check_sample_weight(sample_weight, X.shape[0])
-        lay = self._layout(X, np.zeros(X.shape[1]), want_stats=True)
-        _, M = self._e_step(lay, sw)
-        N, S1, S2 = self._unpack_stats(M.copy(), X.shape[1], lay["s2_mode"])
-        if self.covariance_type == "tied":
+        n = X.shape[0]
+        sw = _check_sample_weight(sample_weight, n)
+        K, D = self.means_.shape
+        ct = self._covariance_type_fitted
+        lay = self._layout(X, np.zeros(D), K, _STATS_MODE[ct])
+        _, (M, c, _) = self._e_step(lay, sw)
+        N = M[:K, 0].copy()
+        S1c = M[:K, 1:1 + D].copy()
+        # x = y + c_k: S1 = S1c + N c;  S2 = C + S1c c^T + c S1c^T + N c c^T
+        S1 = S1c + N[:, None] * c
+        if ct == "full":
+            S2 = (_upper_to_full(M[:K, 1 + D:], D) + S1c[:, :, None] * c[:, None, :]
+                  + c[:, :, None] * S1c[:, None, :] + N[:, None, None] * c[:, :, None] * c[:, None, :])
+        elif ct == "tied":
             S2 = self._scatter(lay, sw)
+        else:
+            S2 = M[:K, 1 + D:1 + 2 * D] + 2.0 * S1c * c + N[:, None] * c * c
         return N, S1, S2
 
     def _get_parameters(self):
         return (self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)
 
     # prediction ---------------------------------------------------------------
-    def _predict_layout(self, X):
+    def _predict(self, X, want_resp):
+        """(log p_i, responsibilities or None) of X under the fitted parameters."""
         X = self._check_predict_X(X)
-        lay = self._layout(X, np.zeros(X.shape[1]), want_stats=False)
-        return X, lay, np.ones(X.shape[0])
+        n = X.shape[0]
+        K, D = self.means_.shape
+        resp = np.empty((n, K)) if want_resp else None
+        lay = self._layout(X, np.zeros(D), K, 0, want_stats=False)
+        self._e_step(lay, np.ones(n), want_stats=False, resp_out=resp)
+        return lay["logp"], resp
 
     def score_samples(self, X):
         """Per-sample log-likelihood log p(x_i), shape (n_samples,)."""
-        _, lay, sw = self._predict_layout(X)
-        self._e_step(lay, sw, want_stats=False)
-        return lay["logp"].copy()
+        return self._predict(X, False)[0]
 
     def score(self, X, y=None):
         """Mean per-sample log-likelihood of X."""
@@ -1174,10 +1755,7 @@ class GaussianMixture:
 
     def predict_proba(self, X):
         """Posterior component probabilities, shape (n_samples, n_components)."""
-        X, lay, sw = self._predict_layout(X)
-        resp = np.empty((X.shape[0], self.n_components))
-        self._e_step(lay, sw, want_stats=False, resp_out=resp)
-        return resp
+        return self._predict(X, True)[1]
 
     def predict(self, X):
         """Most probable component of each sample."""
@@ -1186,12 +1764,13 @@ class GaussianMixture:
     def sample(self, n_samples=1):
         """Draw (X, labels) from the fitted model; uses random_state."""
         self._check_fitted()
-        if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
+        if (isinstance(n_samples, (bool, np.bool_)) or not isinstance(n_samples, numbers.Integral)
+                or n_samples < 1):
             raise ValueError(f"n_samples must be an integer >= 1; got {n_samples!r}.")
         rng = _as_rng(self.random_state)
         counts = rng.multinomial(n_samples, self.weights_ / self.weights_.sum())
         K, D = self.means_.shape
-        ct = self.covariance_type
+        ct = self._covariance_type_fitted
         parts = []
         for k, c in enumerate(counts):
             z = rng.standard_normal((c, D))
@@ -1208,7 +1787,7 @@ class GaussianMixture:
     def _n_parameters(self):
         K, D = self.means_.shape
         cov = {"full": K * D * (D + 1) / 2, "tied": D * (D + 1) / 2, "diag": K * D, "spherical": K}
-        return int(cov[self.covariance_type] + K * D + K - 1)
+        return int(cov[self._covariance_type_fitted] + K * D + K - 1)
 
     def bic(self, X):
         """Bayesian information criterion (lower is better)."""
