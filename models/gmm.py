@@ -425,7 +425,10 @@ def _accumulate_block(Xt, b0, nb, r, centres, mode, sc, M):
          positively weighted squares (nothing cancels).
 
     Centring on c_k keeps the digits that raw moments lose when a component
-    is far from the origin compared with its spread. Modes 0, 1, 3 take the
+    is far from the origin compared with its spread. No loop both stores and
+    reduces: LLVM vectorises such a loop differently depending on how the
+    kernel was compiled (fresh or loaded from numba's cache), which changed
+    the order of the sums, and so the bits. Modes 0, 1, 3 take the
     components GROUP at a time (each x_bd loaded feeds GROUP sums); mode 2
     takes one component at a time (its y_kb and r_kb y_kb rows fit in cache)
     and C_k in tiles of rows d, d + 1 by four columns. sc is scratch: 2 D
@@ -470,14 +473,15 @@ def _accumulate_block(Xt, b0, nb, r, centres, mode, sc, M):
                     xd = Xt[d, b0:b0 + nb]
                     yd = Y[d]
                     qd = Q[d]
-                    # y_bd = x_bd - c_kd,  q_bd = r_kb y_bd;  S1_k[d] += sum_b q_bd
-                    s0 = 0.0
+                    # y_bd = x_bd - c_kd,  q_bd = r_kb y_bd
                     for b in range(nb):
                         v = xd[b] - c
-                        w = rj[b] * v
                         yd[b] = v
-                        qd[b] = w
-                        s0 += w
+                        qd[b] = rj[b] * v
+                    # S1_k[d] += sum_b q_bd
+                    s0 = 0.0
+                    for b in range(nb):
+                        s0 += qd[b]
                     M[kk, 1 + d] += s0
                 # C_k[d, e] += sum_b q_bd y_be, over tiles of rows d, d + 1
                 for d in range(0, D, 2):
@@ -580,19 +584,18 @@ def _accumulate_block(Xt, b0, nb, r, centres, mode, sc, M):
                     M[k + 2, 1 + D + d] += t2
                     M[k + 3, 1 + D + d] += t3
                 elif mode == 3:
-                    # S1_k[d] += sum_b q_kb,  g_bd += sum_k q_kb,  q_kb = r_kb y_kbd
+                    # g_bd += sum_k r_kb y_kbd
                     gd = g[d]
                     for b in range(nb):
                         x = xd[b]
-                        q0 = r0[b] * (x - c0)
-                        q1 = r1[b] * (x - c1)
-                        q2 = r2[b] * (x - c2)
-                        q3 = r3[b] * (x - c3)
-                        s0 += q0
-                        s1 += q1
-                        s2 += q2
-                        s3 += q3
-                        gd[b] += (q0 + q1) + (q2 + q3)
+                        gd[b] += (r0[b] * (x - c0) + r1[b] * (x - c1)) + (r2[b] * (x - c2) + r3[b] * (x - c3))
+                    # S1_k[d] += sum_b r_kb y_kbd
+                    for b in range(nb):
+                        x = xd[b]
+                        s0 += r0[b] * (x - c0)
+                        s1 += r1[b] * (x - c1)
+                        s2 += r2[b] * (x - c2)
+                        s3 += r3[b] * (x - c3)
                 else:
                     # S1_k[d] += sum_b r_kb x_bd  (mode 0: uncentred)
                     for b in range(nb):
@@ -697,10 +700,13 @@ def _e_step_kernel(Xt, sw, cov_kind, mode, base, means, prec_chol, prec_sd,
             _normalise_block(K, nb, r, lse, inv)
             v = sw[b0:b0 + nb]
             out = logp_out[b0:b0 + nb]
-            # sum_b v_b log p_b  (a zero weight must not turn -inf into NaN)
-            s = 0.0
+            # logp_out[b0 + b] = log p_b
             for b in range(nb):
                 out[b] = lse[b]
+            # sum_b v_b log p_b  (a zero weight must not turn -inf into NaN;
+            # a separate loop: see _accumulate_block on loops that store and sum)
+            s = 0.0
+            for b in range(nb):
                 if v[b] != 0.0:
                     s += v[b] * lse[b]
             pLL[c] += s
