@@ -1135,3 +1135,28 @@ def test_bit_identical_across_thread_counts_with_several_chunks():
     # The harness checks determinism at n = 2000 (one chunk); here every
     # covariance type, weighted, and 'tied' on both of its paths, on 4 chunks.
     assert run_script(DIGEST_SCRIPT, 1) == run_script(DIGEST_SCRIPT, 2)
+
+
+# ----------------------------------------------------------------------------
+# The seed scenario: the tutorial's data, exactly.
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 42])
+def test_blobs_scenario_reproduces_sklearn_make_blobs(seed):
+    from sklearn.datasets import make_blobs
+
+    from models.gmm import _make_blobs
+
+    X_ref, z_ref = make_blobs(n_samples=1000, centers=3, cluster_std=1.0, random_state=seed)
+    X, z, _, _ = _make_blobs(seed)
+    np.testing.assert_array_equal(X, X_ref)
+    np.testing.assert_array_equal(z, z_ref)
+
+
+def test_blobs_scenario_reaches_ari_one_on_separable_seed():
+    from models.gmm import _blobs3
+
+    out = _blobs3(42)
+    assert out["metrics"]["bayes_ari"] == 1.0
+    assert out["metrics"]["ari"] == 1.0 and out["passed"]
