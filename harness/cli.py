@@ -88,19 +88,19 @@ def write_index(out_dir, rows, command):
              ".pass{background:#dfd}img{max-width:100%;border:1px solid #eee}</style>",
              f"<h1>emref report</h1><p>Reproduce: <code>{html.escape(command)}</code></p>",
              "<table><tr>" + "".join(f"<th>{c}</th>" for c in COLUMNS) + "<th>details</th></tr>"]
-    for row, _, png in rows:
+    for i, (row, _, _) in enumerate(rows):
         cells = "".join(f"<td class='{c}'>{html.escape(str(c))}</td>" if c in ("pass", "FAIL")
                         else f"<td>{html.escape(str(c))}</td>" for c in row)
-        parts.append(f"<tr>{cells}<td><a href='#{png}'>checks and plot</a></td></tr>")
+        parts.append(f"<tr>{cells}<td><a href='#row{i}'>checks and plot</a></td></tr>")
     parts.append("</table>")
     if (out_dir / "bench.png").exists():
         parts.append("<h2>Benchmark</h2><img src='bench.png'>")
-    for row, results, png in rows:
-        parts.append(f"<h2 id='{png}'>{html.escape(row[0])}, {html.escape(row[1])}</h2><ul>")
+    for i, (row, results, png) in enumerate(rows):
+        parts.append(f"<h2 id='row{i}'>{html.escape(row[0])}, {html.escape(row[1])}</h2><ul>")
         for r in results:
             mark = "pass" if r.passed else "FAIL"
             parts.append(f"<li class='{mark}'><b>{html.escape(r.check)}</b>: {mark}: {html.escape(r.detail)}</li>")
-        parts.append(f"</ul><img src='{png}'>")
+        parts.append(f"</ul><img src='{png}'>" if png else "</ul>")
     (out_dir / "index.html").write_text("\n".join(parts) + "\n")
 
 
@@ -123,10 +123,18 @@ def cmd_run(args):
                 failures.append(r)
                 print(f"    FAIL {r.check}: {r.detail}", flush=True)
 
+    def guarded(label_model, label_data, run, *a, **kw):
+        """Run one row; an exception becomes a failed row, not a crash of the whole report."""
+        try:
+            return run(*a, **kw)
+        except Exception as exc:  # noqa: BLE001 - reported as a failed check
+            r = checks.CheckResult("ran", label_model, False, f"raised {type(exc).__name__}: {exc}")
+            return (label_model, label_data, "-", "-", "-", "-", "FAIL", "-"), [r], ""
+
     for model in models:
         for i, seed in enumerate(args.seeds):
-            emit(*run_synthetic(model, seed, args.n, out_dir, determinism=not args.no_determinism,
-                                per_model=(i == 0)))
+            emit(*guarded(model.id, f"synthetic s{seed}", run_synthetic, model, seed, args.n, out_dir,
+                          determinism=not args.no_determinism, per_model=(i == 0)))
     families = {}
     for m in models:
         families.setdefault(m.family, []).append(m)
@@ -136,7 +144,8 @@ def cmd_run(args):
                 continue
             for name in fam_models[0].module.emref_scenarios():
                 for seed in args.seeds:
-                    emit(*run_scenario(fam_models, name, seed, out_dir))
+                    emit(*guarded(fam_models[0].family, f"{name} s{seed}", run_scenario,
+                                  fam_models, name, seed, out_dir))
     write_index(out_dir, rows, command)
     n_checks = sum(len(r) for _, r, _ in rows)
     print(f"{n_checks - len(failures)} passed, {len(failures)} failed "
@@ -148,8 +157,11 @@ def _warm(models):
     """Fit each model once on a small sample, so its kernels are compiled (and cached)."""
     t0 = time.perf_counter()
     for model in models:
-        truth, X, _ = checks.draw(model, 0, 200)
-        checks.fit_on(model, truth, X, 0)
+        try:
+            truth, X, _ = checks.draw(model, 0, 200)
+            checks.fit_on(model, truth, X, 0)
+        except Exception as exc:  # noqa: BLE001 - the checks report it in full
+            print(f"{model.id}: the warm-up fit raised {type(exc).__name__}: {exc}", flush=True)
     return time.perf_counter() - t0
 
 
