@@ -272,3 +272,18 @@ def test_xdist_workers_are_capped_and_plot_with_agg():
     if workers is None:
         pytest.skip("not running under pytest-xdist")
     assert numba.get_num_threads() == max(1, (os.cpu_count() or 1) // int(workers))
+
+
+def test_cli_reports_a_model_that_raises_as_a_failed_row(tmp_path):
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    (models_dir / "boom.py").write_text(
+        "from models.gmm import *  # noqa: F401,F403\n"
+        "EMREF_VARIANTS = ('full',)\n"
+        "def emref_estimator(variant, truth, seed):\n"
+        "    raise RuntimeError('no estimator today')\n")
+    out = _cli("--models-dir", str(models_dir), "--seeds", "0", "--no-determinism", "--no-scenarios",
+               tmp_path=tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "raised RuntimeError: no estimator today" in out.stdout
+    assert (tmp_path / "report" / "index.html").exists()
