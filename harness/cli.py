@@ -205,4 +205,8 @@ def main(argv=None):
     if args.n is not None and args.n < 1:
         print("--n must be a positive integer.", file=sys.stderr)
         return 2
-    return cmd_run(args)
+    try:
+        return cmd_run(args)
+    except (TypeError, ValueError) as exc:   # discovery: unknown --models, a file lacking hooks
+        print(f"python -m harness: {exc}", file=sys.stderr)
+        return 2

@@ -6,6 +6,7 @@ sorted by family name, then by the file's own ``EMREF_VARIANTS`` order, so
 every pytest-xdist worker collects the same tests in the same order.
 """
 
+import hashlib
 import importlib
 import importlib.util
 import sys
@@ -82,7 +83,11 @@ def load_module(path):
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))
         return importlib.import_module(f"models.{path.stem}")
+    # The name must not depend on where the folder lives: numba's cache records
+    # it, and a renamed module could no longer load its cached kernels.
     name = f"emref_ext_{path.parent.name}_{path.stem}"
+    if name in sys.modules and Path(sys.modules[name].__file__).resolve() != path:
+        name += "_" + hashlib.sha1(str(path).encode()).hexdigest()[:10]   # a namesake elsewhere
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
@@ -99,7 +104,11 @@ def models_from_file(path):
     missing = [h for h in REQUIRED if not hasattr(module, h)]
     if missing:
         raise TypeError(f"model file {path.name} lacks the hooks {', '.join(missing)}.")
-    return [Model(path.stem, v, module, str(path)) for v in module.EMREF_VARIANTS]
+    variants = module.EMREF_VARIANTS
+    if not (isinstance(variants, tuple) and variants and all(isinstance(v, str) for v in variants)
+            and len(set(variants)) == len(variants)):
+        raise TypeError(f"model file {path.name}: EMREF_VARIANTS must be a non-empty tuple of distinct strings.")
+    return [Model(path.stem, v, module, str(path)) for v in variants]
 
 
 def discover(models_dir=None, select=None):

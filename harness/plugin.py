@@ -53,7 +53,8 @@ def pytest_configure(config):
             args += ["--models", *config.getoption("emref_models")]
         if config.getoption("emref_models_dir"):
             args += ["--models-dir", config.getoption("emref_models_dir")]
-        subprocess.run(args, check=True, env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL)
+        # a failure here is not fatal: the per-model tests report it in full
+        subprocess.run(args, check=False, env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL)
 
 
 def pytest_generate_tests(metafunc):
