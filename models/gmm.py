@@ -1882,6 +1882,11 @@ def emref_estimator(variant, truth, seed):
                            tol=1e-10, max_iter=2000, random_state=seed)
 
 
+def emref_steps(est, n_iter):
+    """An unfitted copy of est that runs exactly n_iter EM iterations."""
+    return type(est)(**{**est.get_params(), "max_iter": n_iter, "tol": 0.0})
+
+
 def emref_params(est):
     return {"weights": est.weights_, "means": est.means_, "covariances": est.covariances_}
 

@@ -48,6 +48,11 @@ def test_mle_catches_bad_m_step(name):
     assert not checks.check_mle(checks.fit_case(model, 0)).passed
 
 
+def test_objective_exact_catches_history_one_iteration_late():
+    result = checks.check_objective_exact(checks.fit_case(broken("gmm_late_history"), 0))
+    assert not result.passed and "2-iteration fit" in result.detail and "differ" in result.detail
+
+
 def test_objective_exact_catches_e_step_without_log_weights():
     model = broken("gmm_no_log_weights")
     assert not checks.check_objective_exact(checks.fit_case(model, 0)).passed
