@@ -23,8 +23,6 @@ REQUIRED = (
     "emref_truth", "emref_sample", "emref_estimator", "emref_params",
     "emref_objective", "emref_label_axes",
 )
-OPTIONAL = ("emref_fit", "emref_steps", "emref_oracle", "emref_hostile", "emref_edge",
-            "emref_plot", "emref_scenarios", "emref_align_cost")
 
 
 @dataclass(frozen=True)
