@@ -1,7 +1,8 @@
 """Comparison plots (matplotlib object API, Agg canvas; no global pyplot state).
 
-Each figure has three panels: the objective trace, truth against estimate
-after label alignment, and the model's own panel (its ``emref_plot`` hook).
+Each figure has the objective trace, truth against estimate after label
+alignment, and the model's own panel (its ``emref_plot`` hook), or
+``EMREF_PLOT_PANELS`` panels when the model file sets that number.
 Every call writes the one file it is given, so parallel tests never share one.
 """
 
@@ -49,16 +50,19 @@ def _truth_vs_estimate(ax, model, truth, params):
 
 def plot_fit(model, truth, est, X, z, path, title=""):
     """Write the three-panel comparison figure of one fit to ``path`` (PNG)."""
-    fig = Figure(figsize=(15, 4.5), layout="constrained")
+    panels = int(getattr(model.module, "EMREF_PLOT_PANELS", 1))
+    fig = Figure(figsize=(5 * (2 + panels), 4.5), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 3)
+    axes = list(fig.subplots(1, 2 + panels))
     params = model.params(est)
     _trace(axes[0], est.history_)
     _truth_vs_estimate(axes[1], model, truth, params)
     if model.has("emref_plot"):
-        model.module.emref_plot(axes[2], model.variant, truth, aligned(model, truth, params), X, z)
+        own = axes[2] if panels == 1 else axes[2:]
+        model.module.emref_plot(own, model.variant, truth, aligned(model, truth, params), X, z)
     else:
-        axes[2].set_axis_off()
+        for ax in axes[2:]:
+            ax.set_axis_off()
     fig.suptitle(title or model.id)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
