@@ -16,7 +16,8 @@ Every figure below is measured in this run; nothing is quoted from elsewhere.
   ratios is in the JSON too).
 * Thread counts are not capped: numba uses its default thread count and the
   peer's BLAS / OpenMP their defaults; the header prints them (numba threads,
-  threadpoolctl's view of BLAS if installed, OPENBLAS_CORETYPE).
+  threadpoolctl's view of BLAS if installed, OPENBLAS_CORETYPE). The one
+  exception is the HMM extra row 'full, BLAS 1 thread' (below), labelled so.
 
 GMM (``bench_gmm``)
 -------------------
@@ -53,9 +54,63 @@ threads, page faults) with an untimed 2-iteration fit on the same data.
 
 Targets (PASS/FAIL printed): full ratio >= 5, diag ratio >= 5, our fresh-
 process fit no slower than scikit-learn's, parameters and scores equal to
-1e-6 relative. Outputs go to ``--out``: ``bench.json`` (all raw timings,
-medians, environment), ``bench.md`` (tables) and ``bench.png`` (speed-up per
-covariance type with the 5x target line).
+1e-6 relative.
+
+HMM (``bench_hmm``)
+-------------------
+Peer: hmmlearn's ``hmm.CategoricalHMM`` / ``hmm.GaussianHMM`` with
+``implementation='scaling'`` (ours defaults to scaling too). Workloads (from
+issue 3), each drawn with a fresh ``np.random.default_rng(seed)`` from a
+random ground-truth HMM with sticky transitions (0.9 on the diagonal plus 0.1
+spread by a Dirichlet draw) and distinct emissions:
+
+* categorical: 50 sequences x 2,000 steps, K=10 states, M=20 symbols
+  (emission rows ~ Dirichlet(0.5));
+* Gaussian 'diag' and 'full' on one data set: 50 x 2,000 steps, D=4, K=6
+  (means ~ N(0, 2^2 I), full covariances of scale ~1, as the GMM data).
+
+The common start is drawn from the same generator after the data and is not
+the truth: uniform startprob, transmat 0.5 on the diagonal plus 0.5 Dirichlet,
+and random emission rows (categorical) or K distinct data points as means and
+the data covariance (its diagonal for 'diag') for every state. Both libraries
+get it with ``init_params=''`` and run 20 EM iterations: ours with
+``n_iter=20, tol=0``, hmmlearn with ``n_iter=20, tol=-inf`` (never stops
+early); a run fails unless ``n_iter_`` (ours) and ``monitor_.iter``
+(hmmlearn) are both 20. Priors are flat except the covariance prior 0.01:
+our number 0.01 means 0.01 I for 'full', while hmmlearn adds a number to
+every entry, so hmmlearn gets the matrix ``0.01 * np.eye(D)``. (Ours also
+floors covariance eigenvalues at min_covar=1e-3 at every M-step, hmmlearn does
+not; on data of this scale the floor is never reached, which the agreement
+check confirms.) Both are warmed up with an untimed 2-iteration fit, then timed in interleaved repeats
+as above.
+
+* ms/iter = wall time of ``fit(X, lengths)`` / 20. Both do 20 M-steps; ours
+  does 21 E-steps (the last one evaluates the objective at the final
+  parameters, so ``history_`` is exact), hmmlearn 20.
+* Agreement: max relative difference of startprob_, transmat_ and
+  emissionprob_ or means_ / covars_ (as (K, D, D) on both sides) after the 20
+  iterations, and of the final log-likelihood given by each library's
+  ``score(X, lengths)`` at its own parameters. Above 1e-8 relative fails.
+* Extra row 'full, BLAS 1 thread': the same 'full' fits with every BLAS pool
+  limited to one thread (threadpoolctl) around each fit, ours and hmmlearn's.
+  hmmlearn's full-covariance density makes many small BLAS calls, and a
+  threaded BLAS on a busy machine can slow them many times over; this row
+  shows how much of the 'full' ratio that accounts for. No target.
+* Long sequence: ``score`` of one categorical sequence of 10^6 steps (K=3,
+  M=4) at the true parameters, interleaved repeats after an untimed call;
+  median ms and ratio, no target.
+* First-call compile: a subprocess with a fresh, empty ``NUMBA_CACHE_DIR``
+  times the import of the dependencies, the import of the model file, a first
+  ``CategoricalHMM(3).fit`` (1,000 steps, 4 symbols), a first
+  ``GaussianHMM(3, covariance_type='full').fit`` (1,000x2), a first
+  ``predict`` of both (Viterbi), and second fits and predicts.
+
+Targets: categorical, diag and full ratios >= 5; parameters and
+log-likelihoods equal to 1e-8 relative.
+
+Outputs go to ``--out``: ``bench.json`` (all raw timings, medians,
+environment), ``bench.md`` (tables) and ``bench.png`` (speed-up per
+covariance type / workload with the 5x target line, one panel per family).
 
 ``--quick`` runs tiny sizes with few repeats to exercise every code path in
 seconds (a smoke test); it never fails on speed.
@@ -74,6 +129,7 @@ import sys
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -92,6 +148,22 @@ GMM_COV_TYPES = ("full", "diag", "tied", "spherical")
 # Speed-up targets of the issue (sklearn ms/iter / ours ms/iter); other
 # covariance types are extras, reported without a target.
 GMM_TARGETS = {"full": 5.0, "diag": 5.0}
+
+# HMM (issue 3): S sequences of T steps; categorical K states x M symbols,
+# Gaussian K states x D features; the long-sequence score row; --quick sizes.
+HMM_SIZES = {
+    "full": dict(n_seq=50, steps=2_000, cat_k=10, cat_m=20, gauss_k=6, gauss_d=4, iters=20,
+                 long_steps=1_000_000, long_k=3, long_m=4, repeats=5, compile_repeats=3),
+    "quick": dict(n_seq=4, steps=300, cat_k=3, cat_m=5, gauss_k=3, gauss_d=2, iters=4,
+                  long_steps=20_000, long_k=3, long_m=4, repeats=2, compile_repeats=1),
+}
+HMM_GAUSSIAN_COV_TYPES = ("diag", "full")
+# Speed-up targets of the issue (hmmlearn ms/iter / ours ms/iter).
+HMM_TARGETS = {"categorical": 5.0, "diag": 5.0, "full": 5.0}
+# Parameters and log-likelihood after the iterations must agree this closely.
+HMM_AGREE_RTOL = 1e-8
+
+SIZES = {"gmm": GMM_SIZES, "hmm": HMM_SIZES}
 
 
 class PeerMissing(Exception):
@@ -283,14 +355,17 @@ def _compile_code(module):
         "                  'numba_cache_dir': numba.config.CACHE_DIR}))\n")
 
 
-def _timed_fit(make, X):
-    """Fit a fresh estimator; returns (estimator, seconds, non-convergence warnings)."""
+def _timed_fit(make, *data):
+    """Fit a fresh estimator on ``data`` (X, or X and lengths); returns (estimator, seconds, warnings).
+
+    The warnings are those other than non-convergence.
+    """
     est = make()
     gc.collect()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t0 = time.perf_counter()
-        est.fit(X)
+        est.fit(*data)
         seconds = time.perf_counter() - t0
     noted = sorted({f"{w.category.__name__}: {w.message}" for w in caught
                     if w.category.__name__ != "ConvergenceWarning"})
@@ -474,7 +549,412 @@ def bench_gmm(module, args, cfg):
     return results, rows
 
 
-PEERS = {"gmm": bench_gmm}
+# ----------------------------------------------------------------------------
+# HMM versus hmmlearn
+# ----------------------------------------------------------------------------
+
+def _sticky_transmat(rng, k, stay):
+    """Rows ``stay`` on the diagonal plus (1 - stay) spread by a flat Dirichlet draw."""
+    A = stay * np.eye(k) + (1.0 - stay) * rng.dirichlet(np.ones(k), size=k)
+    return A / A.sum(axis=1, keepdims=True)
+
+
+def _markov_states(rng, startprob, transmat, n_seq, steps):
+    """(n_seq * steps,) state paths, sequence after sequence, by inverse-CDF draws (numpy only)."""
+    import bisect
+    last = len(startprob) - 1
+    cum_start = np.cumsum(startprob).tolist()
+    cum = np.cumsum(transmat, axis=1).tolist()
+    u = rng.random(n_seq * steps).tolist()
+    z = [0] * (n_seq * steps)
+    for s in range(n_seq):
+        a = s * steps
+        state = min(bisect.bisect_right(cum_start, u[a]), last)
+        z[a] = state
+        for t in range(a + 1, a + steps):
+            state = min(bisect.bisect_right(cum[state], u[t]), last)
+            z[t] = state
+    return np.asarray(z, dtype=np.int64)
+
+
+def hmm_categorical_data(rng, n_seq, steps, k, m):
+    """(X, lengths, truth, z): n_seq sequences of a K-state HMM with sticky transitions, M symbols.
+
+    Truth: startprob ~ Dirichlet(2), transmat rows 0.9 on the diagonal plus
+    0.1 Dirichlet(1), emission rows ~ Dirichlet(0.5) (peaked, distinct).
+    """
+    startprob = rng.dirichlet(np.full(k, 2.0))
+    transmat = _sticky_transmat(rng, k, 0.9)
+    emissionprob = rng.dirichlet(np.full(m, 0.5), size=k)
+    z = _markov_states(rng, startprob, transmat, n_seq, steps)
+    cum = np.cumsum(emissionprob, axis=1)
+    X = np.minimum((rng.random(len(z))[:, None] >= cum[z]).sum(axis=1), m - 1).astype(np.int64)[:, None]
+    tv = 0.5 * np.abs(emissionprob[:, None] - emissionprob[None]).sum(-1)[np.triu_indices(k, 1)]
+    truth = {"startprob": startprob, "transmat": transmat, "emissionprob": emissionprob,
+             "min_self_transition": float(np.diag(transmat).min()),
+             "min_emission_tv_distance": float(tv.min()) if tv.size else None,
+             "symbols_seen": int(len(np.unique(X)))}
+    return X, np.full(n_seq, steps, dtype=np.int64), truth, z
+
+
+def hmm_gaussian_data(rng, n_seq, steps, k, d):
+    """(X, lengths, truth, z): K-state HMM, sticky transitions, Gaussian emissions as in ``gmm_data``.
+
+    Means ~ N(0, 2^2 I), full covariances A A^T / D + 0.5 I (the 'diag' fit is
+    misspecified on purpose: it is a speed and agreement test, not recovery).
+    """
+    startprob = rng.dirichlet(np.full(k, 2.0))
+    transmat = _sticky_transmat(rng, k, 0.9)
+    means = rng.normal(0.0, 2.0, size=(k, d))
+    A = rng.normal(size=(k, d, d)) / np.sqrt(d)
+    covs = A @ A.transpose(0, 2, 1) + 0.5 * np.eye(d)
+    z = _markov_states(rng, startprob, transmat, n_seq, steps)
+    chol = np.linalg.cholesky(covs)
+    X = means[z] + np.einsum("nij,nj->ni", chol[z], rng.standard_normal((len(z), d)))
+    gaps = np.linalg.norm(means[:, None] - means[None], axis=-1)[np.triu_indices(k, 1)]
+    truth = {"min_self_transition": float(np.diag(transmat).min()),
+             "min_mean_gap": float(gaps.min()), "median_mean_gap": float(np.median(gaps)),
+             "max_component_sd": float(np.sqrt(np.linalg.eigvalsh(covs).max()))}
+    return np.ascontiguousarray(X), np.full(n_seq, steps, dtype=np.int64), truth, z
+
+
+def _hmm_categorical_start(rng, k, m):
+    """A common start that is not the truth: uniform start, transmat 0.5 diagonal, random emission rows."""
+    return {"startprob_": np.full(k, 1.0 / k), "transmat_": _sticky_transmat(rng, k, 0.5),
+            "emissionprob_": rng.dirichlet(np.ones(m), size=k)}
+
+
+def _hmm_gaussian_start(rng, X, k):
+    """A common start: uniform start, transmat 0.5 diagonal, K distinct data points as means, the data
+    covariance for every state. Returns {cov_type: start}; 'diag' gets the diagonal of the same start."""
+    cov = np.cov(X.T, bias=True)
+    base = {"startprob_": np.full(k, 1.0 / k), "transmat_": _sticky_transmat(rng, k, 0.5),
+            "means_": X[rng.choice(len(X), size=k, replace=False)].copy()}
+    return {"full": {**base, "covars_": np.tile(cov, (k, 1, 1))},
+            "diag": {**base, "covars_": np.tile(np.diag(cov), (k, 1))}}
+
+
+def _hmm_maker(who, Ours, Peer, workload, k, dim, start, n_iter, seed):
+    """A factory of estimators set to ``start``. ``dim``: symbols M (categorical) or features D.
+
+    Ours: init_params='', tol=0 (exactly n_iter iterations). hmmlearn:
+    implementation='scaling', init_params='', tol=-inf (never stops early).
+    A number covars_prior p is p I in ours and is added to every entry by
+    hmmlearn, so hmmlearn gets the matrix 0.01 I for 'full'.
+    """
+    if workload == "categorical":
+        kw = {"n_features": dim}
+    else:
+        kw = {"covariance_type": workload,
+              "covars_prior": 0.01 * np.eye(dim) if (who == "hmmlearn" and workload == "full") else 0.01}
+    kw.update(tol=-np.inf if who == "hmmlearn" else 0.0)
+    lib = Peer if who == "hmmlearn" else Ours
+
+    def make():
+        cls = lib.CategoricalHMM if workload == "categorical" else lib.GaussianHMM
+        est = cls(k, init_params="", n_iter=n_iter, implementation="scaling", random_state=seed, **kw)
+        for attr, value in start.items():
+            setattr(est, attr, np.array(value, copy=True))
+        return est
+    return make
+
+
+def _hmm_params(est, workload):
+    names = ("startprob_", "transmat_") + (("emissionprob_",) if workload == "categorical"
+                                           else ("means_", "covars_"))
+    return {name.rstrip("_"): np.asarray(getattr(est, name), dtype=float) for name in names}
+
+
+def _hmm_iterations(who, est):
+    return int(est.monitor_.iter) if who == "hmmlearn" else int(est.n_iter_)
+
+
+@contextmanager
+def _blas_threads(n):
+    """BLAS thread pools limited to n threads (threadpoolctl) inside the block; None: no limit."""
+    if n is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
+
+
+def _hmm_one(Ours, Peer, workload, X, lengths, k, dim, start, iters, repeats, seed, tag, blas_threads=None):
+    """Interleaved timed fits of one workload; the record of bench.json.
+
+    blas_threads: None (the libraries' default thread pools) or a limit on
+    the BLAS pools during every fit, ours and hmmlearn's alike.
+    """
+    _say(f"[{tag}] warm-up (untimed 2-iteration fits; compiles numba if needed) ...")
+    t0 = time.perf_counter()
+    with _blas_threads(blas_threads):
+        _timed_fit(_hmm_maker("ours", Ours, Peer, workload, k, dim, start, 2, seed), X, lengths)
+    warm_ours = time.perf_counter() - t0
+    with _blas_threads(blas_threads):
+        _timed_fit(_hmm_maker("hmmlearn", Ours, Peer, workload, k, dim, start, 2, seed), X, lengths)
+    _say(f"[{tag}] warm-up done (ours {warm_ours:.2f} s)")
+
+    makers = {who: _hmm_maker(who, Ours, Peer, workload, k, dim, start, iters, seed)
+              for who in ("ours", "hmmlearn")}
+    secs = {"ours": [], "hmmlearn": []}
+    noted = {"ours": set(), "hmmlearn": set()}
+    fitted = {}
+    first_ours = None
+    ours_repeat_diff = 0.0
+    for r in range(repeats):
+        order = ("ours", "hmmlearn") if r % 2 == 0 else ("hmmlearn", "ours")
+        for who in order:
+            with _blas_threads(blas_threads):
+                est, s, w = _timed_fit(makers[who], X, lengths)
+            ran = _hmm_iterations(who, est)
+            if ran != iters:
+                raise RuntimeError(f"{who} {tag}: ran {ran} iterations, expected {iters}")
+            secs[who].append(s)
+            noted[who].update(w)
+            fitted[who] = est
+            _say(f"[{tag}] repeat {r + 1}/{repeats} {who:>8}: {s:8.3f} s  ({1e3 * s / iters:8.2f} ms/iter)")
+        params_ours = _hmm_params(fitted["ours"], workload)
+        if first_ours is None:
+            first_ours = params_ours
+        else:
+            ours_repeat_diff = max([ours_repeat_diff] + [_rel_diff(params_ours[n], first_ours[n])
+                                                         for n in params_ours])
+
+    ours, peer = fitted["ours"], fitted["hmmlearn"]
+    p_ours, p_peer = _hmm_params(ours, workload), _hmm_params(peer, workload)
+    diffs = {name: _rel_diff(p_ours[name], p_peer[name]) for name in p_peer}
+    score_ours, score_peer = float(ours.score(X, lengths)), float(peer.score(X, lengths))
+    ms = {who: [1e3 * s / iters for s in v] for who, v in secs.items()}
+    med = {who: _median(v) for who, v in ms.items()}
+    ratio = med["hmmlearn"] / med["ours"]
+    target = HMM_TARGETS.get(workload) if blas_threads is None else None
+    return {
+        "workload": workload, "blas_threads": blas_threads, "target_ratio": target, "extra": target is None,
+        "fit_seconds": secs, "ms_per_iter": ms, "median_ms_per_iter": med,
+        "ratio_hmmlearn_over_ours": ratio,
+        "median_of_pair_ratios": _median([a / b for a, b in zip(ms["hmmlearn"], ms["ours"])]),
+        "max_rel_param_diff": max(diffs.values()), "rel_param_diff": diffs,
+        "loglik_ours": score_ours, "loglik_hmmlearn": score_peer,
+        "loglik_diff_ours_minus_hmmlearn": score_ours - score_peer,
+        "loglik_rel_diff": abs(score_ours - score_peer) / max(abs(score_peer), 1e-300),
+        "ours_history_last": float(ours.history_[-1]),
+        "hmmlearn_monitor_last": float(peer.monitor_.history[-1]),
+        "iterations": {"ours_n_iter_": int(ours.n_iter_), "hmmlearn_monitor_iter": int(peer.monitor_.iter)},
+        "start": {name: np.asarray(v).tolist() for name, v in start.items()},
+        "ours_repeats_max_rel_param_diff": ours_repeat_diff,
+        "warnings": {who: sorted(v) for who, v in noted.items()},
+        "warmup_ours_seconds": warm_ours,
+    }
+
+
+def _hmm_workloads(Ours, Peer, cfg, repeats, seed):
+    n_seq, steps, iters = cfg["n_seq"], cfg["steps"], cfg["iters"]
+    results = {"n_seq": n_seq, "steps": steps, "iters": iters, "repeats": repeats, "seed": seed,
+               "by_workload": {}}
+
+    k, m = cfg["cat_k"], cfg["cat_m"]
+    _say(f"\n[hmm] categorical: {n_seq} sequences x {steps:,} steps, K={k}, M={m}, {iters} EM iterations "
+         f"from a common start, {repeats} interleaved repeats; data from np.random.default_rng({seed})")
+    rng = np.random.default_rng(seed)
+    X, lengths, truth, _ = hmm_categorical_data(rng, n_seq, steps, k, m)
+    start = _hmm_categorical_start(rng, k, m)
+    _say(f"[hmm categorical] data: smallest self-transition {truth['min_self_transition']:.2f}, smallest total-"
+         f"variation distance between emission rows {truth['min_emission_tv_distance']:.2f}, "
+         f"{truth['symbols_seen']}/{m} symbols seen")
+    rec = _hmm_one(Ours, Peer, "categorical", X, lengths, k, m, start, iters, repeats, seed, "hmm categorical")
+    rec.update(k=k, m=m, label=f"categorical (K={k}, M={m})",
+               data={key: v for key, v in truth.items() if not isinstance(v, np.ndarray)})
+    results["by_workload"]["categorical"] = rec
+    _hmm_say_record("categorical", rec)
+
+    k, d = cfg["gauss_k"], cfg["gauss_d"]
+    _say(f"\n[hmm] Gaussian: {n_seq} sequences x {steps:,} steps, D={d}, K={k}, {iters} EM iterations from a "
+         f"common start, {repeats} interleaved repeats; data from np.random.default_rng({seed})")
+    rng = np.random.default_rng(seed)
+    X, lengths, truth, _ = hmm_gaussian_data(rng, n_seq, steps, k, d)
+    _say(f"[hmm gaussian] data: min/median distance between means {truth['min_mean_gap']:.2f}/"
+         f"{truth['median_mean_gap']:.2f}, largest state s.d. {truth['max_component_sd']:.2f}, smallest "
+         f"self-transition {truth['min_self_transition']:.2f}")
+    starts = _hmm_gaussian_start(rng, X, k)
+    for ct in HMM_GAUSSIAN_COV_TYPES:
+        rec = _hmm_one(Ours, Peer, ct, X, lengths, k, d, starts[ct], iters, repeats, seed, f"hmm {ct}")
+        rec.update(k=k, d=d, label=f"{ct} (K={k}, D={d})", data=truth)
+        results["by_workload"][ct] = rec
+        _hmm_say_record(ct, rec)
+    # Extra: hmmlearn's 'full' log-density makes many small BLAS calls, whose default thread pool
+    # (one thread per core) is very sensitive to a busy machine; the same fits with BLAS limited to
+    # one thread show how much of the 'full' ratio that accounts for.
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        _say("[hmm full, BLAS 1 thread] skipped: threadpoolctl is not installed")
+        return results
+    name = "full-blas1"
+    rec = _hmm_one(Ours, Peer, "full", X, lengths, k, d, starts["full"], iters, repeats, seed,
+                   "hmm full, BLAS 1 thread", blas_threads=1)
+    rec.update(k=k, d=d, label=f"full (K={k}, D={d}), BLAS 1 thread", data=truth)
+    results["by_workload"][name] = rec
+    _hmm_say_record(name, rec)
+    return results
+
+
+def _hmm_say_record(name, rec):
+    med = rec["median_ms_per_iter"]
+    _say(f"[hmm {name}] median ms/iter: hmmlearn {med['hmmlearn']:.2f}, ours {med['ours']:.2f}, ratio "
+         f"{rec['ratio_hmmlearn_over_ours']:.2f}x; max rel param diff {rec['max_rel_param_diff']:.2e}, "
+         f"log-likelihood ours {rec['loglik_ours']:.6f}, hmmlearn {rec['loglik_hmmlearn']:.6f}")
+    for who, w in rec["warnings"].items():
+        for line in w:
+            _say(f"[hmm {name}] warning from {who}: {line}")
+
+
+def _hmm_long(Ours, Peer, cfg, repeats, seed):
+    """score() of one long categorical sequence at the true parameters, ours vs hmmlearn (no target)."""
+    steps, k, m = cfg["long_steps"], cfg["long_k"], cfg["long_m"]
+    _say(f"\n[hmm] long sequence: score of one categorical sequence of {steps:,} steps, K={k}, M={m}, at the "
+         f"true parameters, {repeats} interleaved repeats; data from np.random.default_rng({seed})")
+    X, lengths, truth, _ = hmm_categorical_data(np.random.default_rng(seed), 1, steps, k, m)
+    params = {"startprob_": truth["startprob"], "transmat_": truth["transmat"],
+              "emissionprob_": truth["emissionprob"]}
+    models = {"ours": Ours.CategoricalHMM(k, n_features=m, implementation="scaling"),
+              "hmmlearn": Peer.CategoricalHMM(k, n_features=m, implementation="scaling")}
+    for est in models.values():
+        for attr, value in params.items():
+            setattr(est, attr, value.copy())
+    secs = {"ours": [], "hmmlearn": []}
+    scores = {}
+    for who in ("ours", "hmmlearn"):        # untimed: compiles, first-touch allocations
+        scores[who] = float(models[who].score(X))
+    for r in range(repeats):
+        order = ("ours", "hmmlearn") if r % 2 == 0 else ("hmmlearn", "ours")
+        for who in order:
+            gc.collect()
+            t0 = time.perf_counter()
+            scores[who] = float(models[who].score(X))
+            secs[who].append(time.perf_counter() - t0)
+            _say(f"[hmm long] repeat {r + 1}/{repeats} {who:>8}: {1e3 * secs[who][-1]:9.2f} ms")
+    ms = {who: [1e3 * s for s in v] for who, v in secs.items()}
+    med = {who: _median(v) for who, v in ms.items()}
+    rec = {"steps": steps, "k": k, "m": m, "repeats": repeats, "seed": seed, "ms": ms, "median_ms": med,
+           "ratio_hmmlearn_over_ours": med["hmmlearn"] / med["ours"],
+           "median_of_pair_ratios": _median([a / b for a, b in zip(ms["hmmlearn"], ms["ours"])]),
+           "loglik_ours": scores["ours"], "loglik_hmmlearn": scores["hmmlearn"],
+           "loglik_rel_diff": abs(scores["ours"] - scores["hmmlearn"]) / max(abs(scores["hmmlearn"]), 1e-300)}
+    _say(f"[hmm long] median ms: hmmlearn {med['hmmlearn']:.1f}, ours {med['ours']:.1f}, ratio "
+         f"{rec['ratio_hmmlearn_over_ours']:.2f}x; log-likelihood ours {scores['ours']:.6f}, hmmlearn "
+         f"{scores['hmmlearn']:.6f} (rel diff {rec['loglik_rel_diff']:.1e})")
+    return rec
+
+
+_HMM_SMALL_CODE = (
+    "import numpy as np\n"
+    "rng = np.random.default_rng(0)\n"
+    "z = np.repeat(rng.integers(0, 3, 50), 20)\n"
+    "Xc = np.where(rng.random(1000) < 0.8, z, rng.integers(0, 4, 1000))[:, None]\n"
+    "Xg = np.array([[0.0, 0.0], [5.0, 5.0], [-5.0, 5.0]])[z] + rng.standard_normal((1000, 2))\n"
+)
+
+
+def _import_names_code(module, names):
+    """Python code that imports ``names`` from the model file (once) in a fresh process."""
+    modname = module.__name__
+    if modname.startswith("emref_ext_"):  # loaded by path (harness.discover.load_module)
+        return ("import importlib.util as _u\n"
+                f"_s = _u.spec_from_file_location('emref_bench_model', {module.__file__!r})\n"
+                "_m = _u.module_from_spec(_s); _s.loader.exec_module(_m)\n"
+                + "".join(f"{name} = _m.{name}\n" for name in names))
+    return f"from {modname} import {', '.join(names)}\n"
+
+
+def _hmm_compile_code(module):
+    return (
+        "import time, json\n"
+        "t0 = time.perf_counter()\n"
+        "import numpy, scipy, scipy.linalg, scipy.special, numba\n"
+        "t1 = time.perf_counter()\n"
+        + _import_names_code(module, ("CategoricalHMM", "GaussianHMM")) +
+        "t2 = time.perf_counter()\n"
+        + _HMM_SMALL_CODE +
+        "def fit_cat(): return CategoricalHMM(3, random_state=0).fit(Xc)\n"
+        "def fit_gauss(): return GaussianHMM(3, covariance_type='full', random_state=0).fit(Xg)\n"
+        "t3 = time.perf_counter()\n"
+        "c = fit_cat()\n"
+        "t4 = time.perf_counter()\n"
+        "g = fit_gauss()\n"
+        "t5 = time.perf_counter()\n"
+        "c.predict(Xc); g.predict(Xg)\n"
+        "t6 = time.perf_counter()\n"
+        "c = fit_cat(); g = fit_gauss()\n"
+        "t7 = time.perf_counter()\n"
+        "c.predict(Xc); g.predict(Xg)\n"
+        "t8 = time.perf_counter()\n"
+        "print(json.dumps({'import_deps_s': t1 - t0, 'import_model_s': t2 - t1,\n"
+        "                  'first_fit_categorical_s': t4 - t3, 'first_fit_gaussian_s': t5 - t4,\n"
+        "                  'first_predict_s': t6 - t5, 'first_calls_s': t6 - t3,\n"
+        "                  'second_fits_s': t7 - t6, 'second_predict_s': t8 - t7,\n"
+        "                  'numba_cache_dir': numba.config.CACHE_DIR}))\n")
+
+
+def _hmm_compile(module, repeats):
+    _say(f"\n[hmm] first-call compile: {repeats} fresh process(es), each with an empty NUMBA_CACHE_DIR: "
+         "CategoricalHMM(3).fit and GaussianHMM(3, 'full').fit on 1,000 steps, then predict with both")
+    code = _hmm_compile_code(module)
+    runs = []
+    for r in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="emref-bench-numba-") as cache:
+            sha = _sha256(module.__file__)
+            wall, out = _run_python(code, _subprocess_env(NUMBA_CACHE_DIR=cache))
+            rec = _last_json_line(out)
+            rec["model_sha256"] = sha
+            rec["process_wall_s"] = wall
+            rec["cache_files_written"] = sum(len(f) for _, _, f in os.walk(cache))
+        runs.append(rec)
+        _say(f"[hmm compile] run {r + 1}/{repeats}: import deps {rec['import_deps_s']:.2f} s, import model "
+             f"{rec['import_model_s']:.3f} s, first fits categorical {rec['first_fit_categorical_s']:.2f} s + "
+             f"Gaussian {rec['first_fit_gaussian_s']:.2f} s, first predicts {rec['first_predict_s']:.2f} s; "
+             f"second fits {rec['second_fits_s']:.3f} s, predicts {rec['second_predict_s']:.3f} s "
+             f"({rec['cache_files_written']} cache files written)")
+    keys = ("import_deps_s", "import_model_s", "first_fit_categorical_s", "first_fit_gaussian_s",
+            "first_predict_s", "first_calls_s", "second_fits_s", "second_predict_s", "process_wall_s")
+    return {"runs": runs, "median": {key: _median([r[key] for r in runs]) for key in keys}}
+
+
+def bench_hmm(module, args, cfg):
+    """HMM versus hmmlearn.hmm (scaling implementation); returns (results dict, list of target rows)."""
+    hmmlearn = _require_peer("hmmlearn", "hmmlearn", "hmm")
+    from hmmlearn import hmm as Peer
+    repeats = args.repeats or cfg["repeats"]
+    compile_repeats = args.compile_repeats or cfg["compile_repeats"]
+    _say(f"\n[hmm] peer hmmlearn {hmmlearn.__version__} (implementation='scaling'); ours {module.__file__}")
+    sha = _sha256(module.__file__)
+    results = {"peer": "hmmlearn", "peer_version": hmmlearn.__version__,
+               "model_file": module.__file__, "model_sha256_start": sha}
+    results["workload"] = _hmm_workloads(module, Peer, cfg, repeats, args.seed)
+    results["long"] = _hmm_long(module, Peer, cfg, repeats, args.seed)
+    results["compile"] = _hmm_compile(module, compile_repeats)
+    results["model_sha256_end"] = _sha256(module.__file__)
+    results["model_file_changed"] = results["model_sha256_end"] != sha
+    if results["model_file_changed"]:
+        _say(f"[hmm] WARNING: {module.__file__} changed during the run: the in-process timings used the "
+             "version loaded at the start, the compile subprocesses whatever was on disk at the time "
+             "(hashes per run in bench.json)")
+
+    rows = []
+    for name, rec in results["workload"]["by_workload"].items():
+        ok = rec["max_rel_param_diff"] <= HMM_AGREE_RTOL and rec["loglik_rel_diff"] <= HMM_AGREE_RTOL
+        rows.append({"family": "hmm",
+                     "target": f"{name}: parameters and log-likelihood equal (<= {HMM_AGREE_RTOL:g} rel)",
+                     "value": f"params {rec['max_rel_param_diff']:.1e}, loglik {rec['loglik_rel_diff']:.1e}",
+                     "passed": ok, "kind": "agreement"})
+        if rec["target_ratio"] is not None:
+            rows.append({"family": "hmm", "target": f"{name}: hmmlearn/ours >= {rec['target_ratio']:g}x",
+                         "value": f"{rec['ratio_hmmlearn_over_ours']:.2f}x",
+                         "passed": rec["ratio_hmmlearn_over_ours"] >= rec["target_ratio"], "kind": "speed"})
+    return results, rows
+
+
+PEERS = {"gmm": bench_gmm, "hmm": bench_hmm}
 
 
 # ----------------------------------------------------------------------------
@@ -483,6 +963,8 @@ PEERS = {"gmm": bench_gmm}
 
 def _print_tables(results):
     for family, res in results.items():
+        if family == "hmm":
+            _print_hmm_table(res)
         if family != "gmm":
             continue
         w = res["workload"]
@@ -504,6 +986,62 @@ def _print_tables(results):
              f"ours {f['median_seconds']['ours']:.2f} s, sklearn {f['median_seconds']['sklearn']:.2f} s, "
              f"ratio {f['ratio_sklearn_over_ours']:.2f}x"
              + ("" if f["cache_verified_warm"] else "  (cache NOT verified warm)"))
+
+
+def _print_hmm_table(res):
+    w = res["workload"]
+    _say(f"\nHMM, {w['n_seq']} sequences x {w['steps']:,} steps, {w['iters']} iterations, medians of "
+         f"{w['repeats']} repeats (peer hmmlearn {res['peer_version']}, implementation='scaling')")
+    _say(f"{'workload':<34} {'hmmlearn ms/it':>14} {'ours ms/it':>11} {'ratio':>7} {'target':>7} "
+         f"{'max rel param':>13} {'loglik ours':>18} {'loglik hmmlearn':>18}")
+    for name, rec in w["by_workload"].items():
+        target = f">={rec['target_ratio']:g}x" if rec["target_ratio"] else "extra"
+        _say(f"{rec['label']:<34} {rec['median_ms_per_iter']['hmmlearn']:14.2f} "
+             f"{rec['median_ms_per_iter']['ours']:11.2f} {rec['ratio_hmmlearn_over_ours']:6.2f}x {target:>7} "
+             f"{rec['max_rel_param_diff']:13.1e} {rec['loglik_ours']:18.6f} {rec['loglik_hmmlearn']:18.6f}")
+    g = res["long"]
+    _say(f"long sequence, score of 1 x {g['steps']:,} steps (K={g['k']}, M={g['m']}, median of {g['repeats']}): "
+         f"hmmlearn {g['median_ms']['hmmlearn']:.1f} ms, ours {g['median_ms']['ours']:.1f} ms, ratio "
+         f"{g['ratio_hmmlearn_over_ours']:.2f}x (no target); log-likelihood rel diff {g['loglik_rel_diff']:.1e}")
+    c = res["compile"]["median"]
+    _say(f"first call, empty numba cache (median of {len(res['compile']['runs'])}): import deps "
+         f"{c['import_deps_s']:.2f} s, import model {c['import_model_s']:.3f} s, first fits (compile) "
+         f"categorical {c['first_fit_categorical_s']:.2f} s + Gaussian {c['first_fit_gaussian_s']:.2f} s, "
+         f"first predicts {c['first_predict_s']:.2f} s; second fits {c['second_fits_s']:.3f} s, "
+         f"predicts {c['second_predict_s']:.3f} s")
+
+
+def _hmm_md(res):
+    w = res["workload"]
+    lines = [f"## HMM vs hmmlearn {res['peer_version']} (implementation='scaling')", "",
+             f"{w['n_seq']} sequences x {w['steps']:,} steps, {w['iters']} EM iterations from a common start, "
+             f"medians of {w['repeats']} interleaved repeats.", "",
+             "| workload | hmmlearn ms/iter | ours ms/iter | hmmlearn/ours | target | max rel param diff "
+             "| loglik ours | loglik hmmlearn |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, rec in w["by_workload"].items():
+        target = f">= {rec['target_ratio']:g}x" if rec["target_ratio"] else "extra"
+        lines.append(f"| {rec['label']} | {rec['median_ms_per_iter']['hmmlearn']:.2f} | "
+                     f"{rec['median_ms_per_iter']['ours']:.2f} | {rec['ratio_hmmlearn_over_ours']:.2f}x | "
+                     f"{target} | {rec['max_rel_param_diff']:.1e} | {rec['loglik_ours']:.6f} | "
+                     f"{rec['loglik_hmmlearn']:.6f} |")
+    g = res["long"]
+    c = res["compile"]["median"]
+    lines += ["", f"| long sequence: score of 1 x {g['steps']:,} steps, K={g['k']}, M={g['m']} | median ms |",
+              "|---|---:|",
+              f"| hmmlearn | {g['median_ms']['hmmlearn']:.1f} |",
+              f"| ours | {g['median_ms']['ours']:.1f} |",
+              f"| ratio hmmlearn/ours (no target) | {g['ratio_hmmlearn_over_ours']:.2f}x |",
+              f"| log-likelihood rel diff | {g['loglik_rel_diff']:.1e} |",
+              "", "| first call (empty numba cache) | seconds |", "|---|---:|",
+              f"| import numpy/scipy/numba | {c['import_deps_s']:.3f} |",
+              f"| import model file | {c['import_model_s']:.3f} |",
+              f"| first CategoricalHMM(3).fit, 1,000 steps (compile) | {c['first_fit_categorical_s']:.3f} |",
+              f"| first GaussianHMM(3, 'full').fit, 1,000x2 (compile) | {c['first_fit_gaussian_s']:.3f} |",
+              f"| first predict of both (compile Viterbi) | {c['first_predict_s']:.3f} |",
+              f"| second fits of both | {c['second_fits_s']:.3f} |",
+              f"| second predicts of both | {c['second_predict_s']:.3f} |"]
+    return lines
 
 
 def _write_md(path, report):
@@ -537,6 +1075,9 @@ def _write_md(path, report):
                   f"| ours | {f['median_seconds']['ours']:.3f} |",
                   f"| scikit-learn | {f['median_seconds']['sklearn']:.3f} |",
                   f"| ratio sklearn/ours | {f['ratio_sklearn_over_ours']:.2f}x |"]
+    res = report["results"].get("hmm")
+    if res:
+        lines += ([""] if lines[-1] else []) + _hmm_md(res)
     lines += ["", "## Targets", "", "| family | target | measured | result |", "|---|---|---|---|"]
     for row in report["targets"]:
         result = "PASS" if row["passed"] else ("FAIL" + (" (not asserted: quick)" if report["quick"]
@@ -547,32 +1088,65 @@ def _write_md(path, report):
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-def _write_png(path, report):
-    res = report["results"].get("gmm")
-    if not res:
-        return False
-    from matplotlib.figure import Figure
-    by_cov = res["workload"]["by_cov"]
-    names = list(by_cov)
-    ratios = [by_cov[ct]["ratio_sklearn_over_ours"] for ct in names]
-    colors = ["tab:blue" if by_cov[ct]["target_ratio"] else "tab:gray" for ct in names]
-    labels = [ct if by_cov[ct]["target_ratio"] else f"{ct}\n(extra)" for ct in names]
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
-    ax = fig.add_subplot()
+def _speedup_bars(ax, names, ratios, targets, extra_label):
+    colors = ["tab:blue" if t else "tab:gray" for t in targets]
+    labels = [n if t else f"{n}\n({extra_label})" for n, t in zip(names, targets)]
     bars = ax.bar(labels, ratios, color=colors)
     for bar, value in zip(bars, ratios):
         ax.annotate(f"{value:.2f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     ha="center", va="bottom", fontsize=9)
-    ax.axhline(5.0, color="tab:red", linestyle="--", label="issue target 5x (full, diag)")
     ax.axhline(1.0, color="black", linewidth=0.8)
+    top = max(max(ratios), 5.0)
+    if top / max(min(ratios), 1e-3) > 20:      # ratios spanning orders of magnitude: log axis
+        ax.set_yscale("log")
+        ax.set_ylim(min(min(ratios), 1.0) / 1.5, top * 1.5)
+    else:
+        ax.set_ylim(0, top * 1.15)
+
+
+def _png_gmm(ax, res, report):
+    by_cov = res["workload"]["by_cov"]
+    names = list(by_cov)
+    _speedup_bars(ax, names, [by_cov[ct]["ratio_sklearn_over_ours"] for ct in names],
+                  [by_cov[ct]["target_ratio"] for ct in names], "extra")
+    ax.axhline(5.0, color="tab:red", linestyle="--", label="issue target 5x (full, diag)")
     w = res["workload"]
     ax.set_ylabel("speed-up: sklearn ms/iter / ours ms/iter")
     ax.set_title(f"GMM EM vs scikit-learn {res['peer_version']}: N={w['n']:,}, D={w['d']}, K={w['k']}, "
                  f"{w['iters']} it.\nmedian of {w['repeats']} repeats, numba threads "
                  f"{report['environment']['numba_num_threads']}" + (" (quick)" if report["quick"] else ""),
                  fontsize=10)
-    ax.set_ylim(0, max(max(ratios), 5.0) * 1.15)
     ax.legend(loc="upper right", fontsize=8)
+
+
+def _png_hmm(ax, res, report):
+    by_w = res["workload"]["by_workload"]
+    names = list(by_w)
+    g = res["long"]
+    _speedup_bars(ax, [n.replace("-blas1", "\nBLAS 1 thr.") for n in names] + [f"long score\n1x{g['steps']:,}"],
+                  [by_w[n]["ratio_hmmlearn_over_ours"] for n in names] + [g["ratio_hmmlearn_over_ours"]],
+                  [by_w[n]["target_ratio"] for n in names] + [None], "no target")
+    ax.axhline(5.0, color="tab:red", linestyle="--", label="issue target 5x (EM workloads)")
+    w = res["workload"]
+    ax.set_ylabel("speed-up: hmmlearn ms / ours ms")
+    ax.set_title(f"HMM EM vs hmmlearn {res['peer_version']} (scaling): {w['n_seq']}x{w['steps']:,} steps, "
+                 f"{w['iters']} it.\nmedian of {w['repeats']} repeats, numba threads "
+                 f"{report['environment']['numba_num_threads']}" + (" (quick)" if report["quick"] else ""),
+                 fontsize=10)
+    ax.legend(loc="upper right", fontsize=8)
+
+
+_PNG_PANELS = {"gmm": _png_gmm, "hmm": _png_hmm}
+
+
+def _write_png(path, report):
+    panels = [(family, _PNG_PANELS[family]) for family in report["results"] if family in _PNG_PANELS]
+    if not panels:
+        return False
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(6.4 * len(panels), 4.2), layout="constrained")
+    for ax, (family, draw) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+        draw(ax, report["results"][family], report)
     fig.savefig(path, dpi=120)
     return True
 
@@ -584,12 +1158,13 @@ def _write_png(path, report):
 def _parser():
     p = argparse.ArgumentParser(
         prog="python -m harness bench",
-        description="Time emref's models against their peer libraries (scikit-learn, ...) on the same data "
+        description="Time emref's models against their peer libraries (scikit-learn, hmmlearn) on the same data "
                     "in the same process; write a table, report/bench.json, bench.md and bench.png.",
         epilog="Exit status: 0 if every target passed; 1 if a model disagreed with its peer (parameters or "
-               f"score beyond {AGREE_RTOL:g} relative) or, without --quick, missed a speed target (GMM: full "
-               "and diag >= 5x sklearn per iteration, fresh-process fit no slower than sklearn's); 2 on a "
-               "usage error or a missing peer library. --quick never fails on speed.")
+               f"score beyond {AGREE_RTOL:g} relative; HMM: {HMM_AGREE_RTOL:g}) or, without --quick, missed a "
+               "speed target (GMM: full and diag >= 5x sklearn per iteration, fresh-process fit no slower than "
+               "sklearn's; HMM: categorical, diag and full >= 5x hmmlearn per iteration); 2 on a usage error "
+               "or a missing peer library. --quick never fails on speed.")
     p.add_argument("--models", nargs="+", metavar="FAMILY",
                    help="model families to benchmark (default: every family in models/ that has a peer)")
     p.add_argument("--repeats", type=int, default=None,
@@ -644,14 +1219,15 @@ def main(argv=None):
         print("bench: no model families found.", file=sys.stderr)
         return 2
 
-    cfg = GMM_SIZES["quick" if args.quick else "full"]
-    results, targets, skipped, missing = {}, [], [], []
+    mode = "quick" if args.quick else "full"
+    results, sizes, targets, skipped, missing = {}, {}, [], [], []
     for family, module in families.items():
         bench = PEERS.get(family)
         if bench is None:
             _say(f"\n[{family}] skipped: no peer benchmark registered for this family")
             skipped.append(family)
             continue
+        sizes[family] = cfg = SIZES[family][mode]
         try:
             results[family], rows = bench(module, args, cfg)
         except PeerMissing as exc:
@@ -677,7 +1253,7 @@ def main(argv=None):
     report = {
         "command": command, "argv": argv, "quick": bool(args.quick),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "environment": env, "sizes": cfg, "results": results, "targets": targets,
+        "environment": env, "sizes": sizes, "results": results, "targets": targets,
         "skipped": skipped, "missing_peers": missing, "exit_code": exit_code,
         "elapsed_seconds": time.perf_counter() - started,
     }

@@ -169,6 +169,44 @@ def test_alignment_undoes_a_label_permutation():
     assert checks.recovery_error(model, truth, {**shuffled, "weights": shuffled["weights"] + 0.1}) > 0.0
 
 
+def test_clean_fit_catches_lengths_mutated_in_place():
+    # X may be a tuple such as (X, lengths): every array in it must come back unchanged
+    result = checks.check_clean_fit(checks.fit_case(broken("hmm_mutates_lengths"), 0))
+    assert not result.passed and "modified the caller's data" in result.detail
+
+
+def test_oracle_catches_transposed_pairwise_posteriors():
+    # with sticky transitions the transposed M-step still fits well (MLE and
+    # recovery pass); the one-EM-step oracle against brute force catches it
+    result = checks.check_oracle(checks.fit_case(broken("hmm_transposed_xi"), 0))
+    assert not result.passed and "one EM step: transmat" in result.detail
+
+
+def test_alignment_permutes_both_axes_of_transmat():
+    (model, *_) = discover(select=["hmm-categorical"])
+    truth, _, _ = checks.draw(model, 2, 10)
+    perm = np.array([1, 2, 0])
+    shuffled = {"startprob": truth["startprob"][perm], "transmat": truth["transmat"][np.ix_(perm, perm)],
+                "emissionprob": truth["emissionprob"][perm]}
+    assert checks.recovery_error(model, truth, shuffled) == 0.0
+    # permuting only the rows of transmat is an error the alignment must not hide
+    rows_only = {**shuffled, "transmat": truth["transmat"][perm]}
+    assert checks.recovery_error(model, truth, rows_only) > 0.0
+
+
+def test_plot_passes_a_list_of_axes_when_a_model_asks_for_panels(tmp_path, monkeypatch):
+    from harness.plots import plot_fit
+
+    (model, *_) = discover(select=["hmm-categorical"])
+    assert model.module.EMREF_PLOT_PANELS == 3
+    fit = checks.fit_case(model, 0)
+    seen = []
+    real = model.module.emref_plot
+    monkeypatch.setattr(model.module, "emref_plot", lambda axes, *a: (seen.append(len(axes)), real(axes, *a)))
+    path = plot_fit(model, fit.truth, fit.est, fit.X, fit.z, tmp_path / "hmm.png")
+    assert seen == [3] and path.stat().st_size > 10_000
+
+
 # -- discovery and the single-file rule -----------------------------------------
 
 def test_discovery_is_sorted_and_stable():
