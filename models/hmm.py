@@ -2342,6 +2342,7 @@ def emref_plot(axes, variant, truth, params, X, z):
     im = ax.imshow(np.hstack([truth["transmat"], gap, params["transmat"]]), cmap="viridis", vmin=0, vmax=1)
     ax.set_title("transmat: true | fitted")
     ax.set_xticks([])
+    ax.set_yticks(range(K))
     ax.figure.colorbar(im, ax=ax, shrink=0.7)
     ax = axes[2]
     if variant == "categorical":
@@ -2350,6 +2351,7 @@ def emref_plot(axes, variant, truth, params, X, z):
                        cmap="viridis", vmin=0, vmax=1)
         ax.set_title("emissionprob: true (top) | fitted")
         ax.set_xlabel("symbol")
+        ax.set_yticks([])
         ax.figure.colorbar(im, ax=ax, shrink=0.7)
     else:
         ax.scatter(Xd[:, 0], Xd[:, 1] if Xd.shape[1] > 1 else np.zeros(len(Xd)), c=z, s=3, cmap="tab10",
@@ -2378,11 +2380,12 @@ _TUTORIAL = {
 
 
 def _tutorial(seed, T=1000):
-    """The tutorial's 3-state, 4-symbol HMM, one sequence of T=1000 (which it decoded at 0.279, NaN posteriors).
+    """The tutorial's 3-state, 4-symbol HMM, one sequence of T=1000 steps.
 
-    Passes when the fitted log-likelihood reaches that of the true parameters
-    (EM's job) and the Viterbi accuracy after alignment is within 2 points of
-    Viterbi under the true parameters.
+    The tutorial's own code decoded it at 0.279, with NaN posteriors. Passes
+    when the fitted log-likelihood reaches that of the true parameters, the
+    issue's per-seed criterion. The Viterbi accuracy after alignment is
+    reported; 'tutorial10' checks its 10-seed average.
     """
     truth = {k: v.copy() for k, v in _TUTORIAL.items()}
     true_est = _truth_estimator("categorical", truth)
@@ -2392,24 +2395,43 @@ def _tutorial(seed, T=1000):
     seconds = time.perf_counter() - t0
     acc_true = float(np.mean(true_est.predict(X) == z))
     params = emref_params(est)
-    cost = emref_align_cost("categorical", truth, params)
     from scipy.optimize import linear_sum_assignment
-    rows, cols = linear_sum_assignment(cost)
-    inv = np.empty(3, dtype=int)
-    inv[cols] = rows                                  # fitted state -> true state
-    acc_fit = float(np.mean(inv[est.predict(X)] == z))
+    rows, cols = linear_sum_assignment(emref_align_cost("categorical", truth, params))
+    to_true = np.empty(3, dtype=int)
+    to_true[cols] = rows                              # fitted state -> true state
+    acc_fit = float(np.mean(to_true[est.predict(X)] == z))
     ll_fit, ll_true = est.score(X), true_est.score(X)
-    reached = ll_fit >= ll_true - 1e-10 * abs(ll_true)
-    close = acc_fit >= acc_true - 0.02
+    reached = bool(ll_fit >= ll_true - 1e-10 * abs(ll_true))
     return {
         "variant": "categorical", "truth": truth, "X": (X, np.array([T])), "z": z, "estimator": est,
         "metrics": {"accuracy": acc_fit, "accuracy_true_params": acc_true, "loglik": ll_fit,
                     "loglik_true_params": ll_true, "fit_seconds": seconds},
-        "passed": bool(reached and close),
-        "detail": (f"Viterbi accuracy {acc_fit:.3f} (true parameters {acc_true:.3f}; tutorial 0.279), "
-                   f"log-likelihood {ll_fit:.3f} vs true {ll_true:.3f}, fit {1e3 * seconds:.0f} ms"),
+        "passed": reached,
+        "detail": (f"log-likelihood {ll_fit:.3f} vs true parameters {ll_true:.3f}"
+                   f"{'' if reached else ' (below)'}; Viterbi accuracy {acc_fit:.3f} (true parameters "
+                   f"{acc_true:.3f}; tutorial 0.279); fit {1e3 * seconds:.0f} ms"),
     }
 
 
+def _tutorial10(seed):
+    """The issue's acceptance test: seeds 10 seed .. 10 seed + 9 of 'tutorial'.
+
+    Passes when every fit reaches the true log-likelihood and the mean
+    Viterbi accuracy is within 2 points of the mean under the true
+    parameters. (Single seeds vary more: over seeds 0-99 the largest
+    per-seed gap was 5 points, the mean gap 1.0.)
+    """
+    runs = [_tutorial(s) for s in range(10 * seed, 10 * seed + 10)]
+    acc = float(np.mean([r["metrics"]["accuracy"] for r in runs]))
+    acc_true = float(np.mean([r["metrics"]["accuracy_true_params"] for r in runs]))
+    reached = sum(r["passed"] for r in runs)
+    out = dict(runs[-1])
+    out["metrics"] = {"mean_accuracy": acc, "mean_accuracy_true_params": acc_true, "seeds_reaching_truth": reached}
+    out["passed"] = bool(reached == len(runs) and acc >= acc_true - 0.02)
+    out["detail"] = (f"seeds {10 * seed}-{10 * seed + 9}: mean Viterbi accuracy {acc:.3f} vs {acc_true:.3f} "
+                     f"with the true parameters (need within 0.02); {reached}/10 reach the true log-likelihood")
+    return out
+
+
 def emref_scenarios():
-    return {"tutorial": _tutorial}
+    return {"tutorial": _tutorial, "tutorial10": _tutorial10}
