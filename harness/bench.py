@@ -456,24 +456,29 @@ def _gmm_workload(Ours, SkGMM, cfg, repeats, seed):
     return results
 
 
-def _gmm_compile(module, repeats):
-    _say(f"\n[gmm] first-call compile: {repeats} fresh process(es), each with an empty NUMBA_CACHE_DIR")
-    code = _compile_code(module)
+def _compile_runs(tag, model_file, code, repeats, describe, keys):
+    """Run ``code`` in ``repeats`` fresh processes, each with an empty NUMBA_CACHE_DIR; medians of ``keys``."""
     runs = []
     for r in range(repeats):
         with tempfile.TemporaryDirectory(prefix="emref-bench-numba-") as cache:
-            sha = _sha256(module.__file__)
+            sha = _sha256(model_file)
             wall, out = _run_python(code, _subprocess_env(NUMBA_CACHE_DIR=cache))
             rec = _last_json_line(out)
             rec["model_sha256"] = sha
             rec["process_wall_s"] = wall
             rec["cache_files_written"] = sum(len(f) for _, _, f in os.walk(cache))
         runs.append(rec)
-        _say(f"[gmm compile] run {r + 1}/{repeats}: import deps {rec['import_deps_s']:.2f} s, "
-             f"import model {rec['import_model_s']:.3f} s, first fit {rec['first_fit_s']:.2f} s, "
-             f"second fit {rec['second_fit_s']:.3f} s ({rec['cache_files_written']} cache files written)")
-    keys = ("import_deps_s", "import_model_s", "first_fit_s", "second_fit_s", "process_wall_s")
-    return {"runs": runs, "median": {key: _median([r[key] for r in runs]) for key in keys}}
+        _say(f"[{tag} compile] run {r + 1}/{repeats}: {describe(rec)} ({rec['cache_files_written']} cache files written)")
+    return {"runs": runs, "median": {key: _median([r[key] for r in runs]) for key in keys + ("process_wall_s",)}}
+
+
+def _gmm_compile(module, repeats):
+    _say(f"\n[gmm] first-call compile: {repeats} fresh process(es), each with an empty NUMBA_CACHE_DIR")
+    return _compile_runs(
+        "gmm", module.__file__, _compile_code(module), repeats,
+        lambda rec: (f"import deps {rec['import_deps_s']:.2f} s, import model {rec['import_model_s']:.3f} s, "
+                     f"first fit {rec['first_fit_s']:.2f} s, second fit {rec['second_fit_s']:.3f} s"),
+        ("import_deps_s", "import_model_s", "first_fit_s", "second_fit_s"))
 
 
 def _gmm_fresh(module, repeats):
@@ -899,25 +904,14 @@ def _hmm_compile_code(module):
 def _hmm_compile(module, repeats):
     _say(f"\n[hmm] first-call compile: {repeats} fresh process(es), each with an empty NUMBA_CACHE_DIR: "
          "CategoricalHMM(3).fit and GaussianHMM(3, 'full').fit on 1,000 steps, then predict with both")
-    code = _hmm_compile_code(module)
-    runs = []
-    for r in range(repeats):
-        with tempfile.TemporaryDirectory(prefix="emref-bench-numba-") as cache:
-            sha = _sha256(module.__file__)
-            wall, out = _run_python(code, _subprocess_env(NUMBA_CACHE_DIR=cache))
-            rec = _last_json_line(out)
-            rec["model_sha256"] = sha
-            rec["process_wall_s"] = wall
-            rec["cache_files_written"] = sum(len(f) for _, _, f in os.walk(cache))
-        runs.append(rec)
-        _say(f"[hmm compile] run {r + 1}/{repeats}: import deps {rec['import_deps_s']:.2f} s, import model "
-             f"{rec['import_model_s']:.3f} s, first fits categorical {rec['first_fit_categorical_s']:.2f} s + "
-             f"Gaussian {rec['first_fit_gaussian_s']:.2f} s, first predicts {rec['first_predict_s']:.2f} s; "
-             f"second fits {rec['second_fits_s']:.3f} s, predicts {rec['second_predict_s']:.3f} s "
-             f"({rec['cache_files_written']} cache files written)")
-    keys = ("import_deps_s", "import_model_s", "first_fit_categorical_s", "first_fit_gaussian_s",
-            "first_predict_s", "first_calls_s", "second_fits_s", "second_predict_s", "process_wall_s")
-    return {"runs": runs, "median": {key: _median([r[key] for r in runs]) for key in keys}}
+    return _compile_runs(
+        "hmm", module.__file__, _hmm_compile_code(module), repeats,
+        lambda rec: (f"import deps {rec['import_deps_s']:.2f} s, import model {rec['import_model_s']:.3f} s, "
+                     f"first fits categorical {rec['first_fit_categorical_s']:.2f} s + Gaussian "
+                     f"{rec['first_fit_gaussian_s']:.2f} s, first predicts {rec['first_predict_s']:.2f} s; "
+                     f"second fits {rec['second_fits_s']:.3f} s, predicts {rec['second_predict_s']:.3f} s"),
+        ("import_deps_s", "import_model_s", "first_fit_categorical_s", "first_fit_gaussian_s",
+         "first_predict_s", "first_calls_s", "second_fits_s", "second_predict_s"))
 
 
 def bench_hmm(module, args, cfg):

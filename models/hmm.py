@@ -565,6 +565,16 @@ def _exp_shifted(a, shift, nb):
         a[b] = p * a[b] if x > _EXP_MIN else 0.0
 
 
+@njit(cache=True)
+def _load_block(Xt, t0, nb, x):
+    """x[d, :nb] = Xt[d, t0:t0 + nb] (a contiguous copy the block's loops index by row only)."""
+    for d in range(Xt.shape[0]):
+        xs = Xt[d, t0:t0 + nb]
+        xd = x[d]
+        for b in range(nb):
+            xd[b] = xs[b]
+
+
 @njit(cache=True, parallel=True)
 def _gauss_emission_kernel(Xt, means, prec, prec_diag, logdet, is_diag, scaled, out, shift):
     """Gaussian emissions of every row, in blocks of BLOCK rows.
@@ -591,11 +601,7 @@ def _gauss_emission_kernel(Xt, means, prec, prec_diag, logdet, is_diag, scaled, 
         for blk in range(ch * per_chunk, min(n_blocks, (ch + 1) * per_chunk)):
             t0 = blk * BLOCK
             nb = min(BLOCK, n - t0)
-            for d in range(D):
-                xs = Xt[d, t0:t0 + nb]
-                xd = x[d]
-                for b in range(nb):
-                    xd[b] = xs[b]
+            _load_block(Xt, t0, nb, x)
             for k in range(K):
                 for d in range(D):
                     xd = x[d]
@@ -683,11 +689,7 @@ def _gauss_stats_kernel(Xt, post, centres, full, p_n, p_s1, p_s2):
         for blk in range(ch * per_chunk, min(n_blocks, (ch + 1) * per_chunk)):
             t0 = blk * BLOCK
             nb = min(BLOCK, n - t0)
-            for d in range(D):
-                xs = Xt[d, t0:t0 + nb]
-                xd = x[d]
-                for b in range(nb):
-                    xd[b] = xs[b]
+            _load_block(Xt, t0, nb, x)
             for k in range(K):
                 for b in range(nb):
                     g[b] = post[t0 + b, k]
@@ -901,7 +903,7 @@ def _check_prob_array(value, shape, name):
     if not np.isfinite(arr).all() or (arr < 0).any():
         raise ValueError(f"{name} must be finite and non-negative.")
     sums = arr.sum(axis=-1)
-    if not np.allclose(sums, 1.0, rtol=0.0, atol=1e-8):
+    if np.abs(sums - 1.0).max() > 1e-8:
         raise ValueError(f"Each row of {name} must sum to 1; the sums range from {sums.min():.6g} to {sums.max():.6g}.")
     return arr / arr.sum(axis=-1, keepdims=True)
 
@@ -922,6 +924,8 @@ def _check_dirichlet(value, shape, name):
 
 def _xlogy(x, y):
     """sum x log y with 0 log y = 0 (and x log 0 = -inf for x > 0)."""
+    if not x.any():                 # a flat prior: nothing to add (the common case, kept cheap)
+        return 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = x * np.log(y)
     return float(np.where(x == 0, 0.0, terms).sum())
@@ -1178,7 +1182,7 @@ class _BaseHMM:
         converged = False
         for _ in range(n_steps):
             self._m_step(stats)
-            self._prepare_parameters()
+            self._derive()          # the M-step's output is valid by construction: no re-validation
             ll, absum, stats = self._e_step(lay)
             obj = ll + self._log_prior()
             if not np.isfinite(obj):
@@ -1476,6 +1480,9 @@ class CategoricalHMM(_BaseHMM):
             raise ValueError(f"emissionprob_ must have shape ({K}, n_features).")
         self.emissionprob_ = _check_prob_array(E, (K, M), "emissionprob_")
 
+    def _derive(self):
+        """Quantities derived from the parameters (none for categorical emissions)."""
+
     def _emission_rows(self, lay, log):
         E = self.emissionprob_
         if log:
@@ -1764,10 +1771,20 @@ class GaussianHMM(_BaseHMM):
             raise ValueError("covars_ must be finite.")
         full = _fill_covars(cov, ct, K, D)
         asym = np.abs(full - np.swapaxes(full, 1, 2)).max(axis=(1, 2))
-        prec, logdet = np.empty((K, D, D)), np.empty(K)
-        if (asym > 1e-12 * np.abs(full).max(axis=(1, 2))).any() or _precision_cholesky_kernel(full, prec, logdet) >= 0:
+        if (asym > 1e-12 * np.abs(full).max(axis=(1, 2))).any():
             raise ValueError("covars_ must be symmetric positive definite.")
         self._covars_ = cov
+        self._derive(full)
+
+    def _derive(self, full=None):
+        """Precision factors of the covariances (full/tied: P_k with Sigma_k^-1 = P_k P_k^T), log-determinants."""
+        K, D = self.means_.shape
+        ct = self.covariance_type
+        if full is None:
+            full = _fill_covars(self._covars_, ct, K, D)
+        prec, logdet = np.empty((K, D, D)), np.empty(K)
+        if _precision_cholesky_kernel(full, prec, logdet) >= 0:
+            raise ValueError("covars_ must be symmetric positive definite.")
         self._prec, self._logdet = prec, logdet
         self._prec_diag = np.ascontiguousarray(1.0 / np.sqrt(np.diagonal(full, axis1=1, axis2=2)))
         self._is_diag = ct in ("diag", "spherical")
