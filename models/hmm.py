@@ -174,10 +174,13 @@ X. Huang, A. Acero, H.-W. Hon (2001), Spoken Language Processing, 443-445
 (the MAP updates hmmlearn uses).
 """
 
+import inspect
 import math
 import time
 import warnings
+from collections import deque
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import numba
 import numpy as np
@@ -965,7 +968,6 @@ class _BaseHMM:
     # -- scikit-learn style plumbing ---------------------------------------
 
     def get_params(self, deep=True):
-        import inspect
         names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
         return {p: getattr(self, p) for p in names}
 
@@ -1159,6 +1161,10 @@ class _BaseHMM:
         self.n_iter_ = len(self.history_) - 1
         self.converged_ = best["converged"]
         self.n_features_ = self._n_features_fitted
+        # hmmlearn's ConvergenceMonitor fields, for code that reads monitor_
+        self.monitor_ = SimpleNamespace(tol=self.tol, n_iter=self.n_iter, verbose=self.verbose,
+                                        history=deque(self.history_[-2:], maxlen=2), iter=self.n_iter_,
+                                        converged=self.converged_)
         if self._falls:
             start, it, fall = self._falls[0]
             warnings.warn(f"The log-posterior fell by more than round-off at {len(self._falls)} iteration(s), "
@@ -1377,7 +1383,8 @@ class CategoricalHMM(_BaseHMM):
     ----------
     startprob_ (K,), transmat_ (K, K), emissionprob_ (K, M), n_features_,
     history_ (log-posterior per iteration, history_[0] at the start),
-    n_iter_, converged_.
+    n_iter_, converged_, and monitor_ (hmmlearn's fields: history holds the
+    last two entries of history_, iter, converged).
     """
 
     _letters = "ste"
@@ -1912,10 +1919,12 @@ class GaussianHMM(_BaseHMM):
 
 
 def _nearest(X, centres):
-    d = ((X[:, None, :] - centres[None]) ** 2).sum(-1) if len(X) * len(centres) < 4_000_000 else None
-    if d is None:
-        return np.array([int(np.argmin(((centres - x) ** 2).sum(1))) for x in X])
-    return d.argmin(1)
+    """Index of the nearest centre of each row (in slices of rows, to bound the (rows, K, D) temporary)."""
+    out = np.empty(len(X), dtype=np.int64)
+    step = max(1, 4_000_000 // (len(centres) * X.shape[1]))
+    for i in range(0, len(X), step):
+        out[i:i + step] = ((X[i:i + step, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+    return out
 
 
 def _kmeans(X, K, rng, n_lloyd=10):

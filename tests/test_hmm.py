@@ -943,3 +943,10 @@ def test_restarts_run_only_when_a_start_can_differ(capsys):
     assert capsys.readouterr().out.count("start ") == 1      # means given: every start is the same
     GaussianHMM(2, n_iter=3, n_init=5, verbose=True, random_state=0).fit(X)
     assert capsys.readouterr().out.count("start ") == 5
+
+
+def test_monitor_has_hmmlearns_fields():
+    X = np.random.default_rng(0).integers(0, 3, (300, 1))
+    m = CategoricalHMM(2, n_iter=50, tol=1e-4, random_state=0).fit(X)
+    assert m.monitor_.converged == m.converged_ and m.monitor_.iter == m.n_iter_
+    assert list(m.monitor_.history) == list(m.history_[-2:])
