@@ -117,9 +117,9 @@ E-step, never one iteration late. EM stops when the gain is below ``tol``
 (``tol=0`` runs exactly ``n_iter`` iterations). A fall larger than the
 round-off of the sum, rho (|sum_t log c_t| + sum_t |log m_t| + |objective|),
 is a defect EM cannot produce: it never counts as convergence and fit warns
-once. rho = 1e-10, or for Gaussians D kappa eps when larger (kappa the largest
-condition number of a covariance: a log-density through a Cholesky factor
-loses about that much, e.g. 1e-3 relative on collinear data).
+once. rho = 1e-10, or for 'full'/'tied' D kappa eps when larger (kappa the
+largest condition number of a covariance: a log-density through a Cholesky
+factor loses about that much, e.g. 1e-3 relative on collinear data).
 
 Baum-Welch converges to a local maximum that depends on the start. ``fit``
 draws ``n_init`` starting points (data-driven: k-means++ means and the
@@ -197,10 +197,13 @@ ROW_CHUNK = 4096
 # over the rows of a block, so they vectorise; the lanes are added in order.
 BLOCK = 64
 _LOG_2PI = math.log(2.0 * math.pi)
-_DBL_MIN = 2.2250738585072014e-308
+_DBL_MIN = 2.2250738585072014e-308     # smallest normal double: c_t below it is underflow
 # Without n_features, the number of symbols is max(X) + 1; beyond this the
 # (K, M) emission matrix is surely a mistake (sparse or hashed codes).
-_MAX_INFERRED_SYMBOLS = 10_000_000     # smallest normal double: c_t below it is underflow
+_MAX_INFERRED_SYMBOLS = 10_000_000
+# At most this many per-chunk partial sums of categorical emission statistics
+# (fewer, longer chunks when K * M is large): 2^22 doubles, 32 MiB.
+_STATS_BUDGET = 1 << 22
 
 
 # ----------------------------------------------------------------------------
@@ -218,10 +221,17 @@ def _forward_backward_scaled(rows, shift, bidx, seq_start, chunk_seq, pi, A, AT,
     p_* hold per-chunk partial statistics: p_start (start posteriors),
     p_trans (sum_t xi_t), p_ll (log-likelihood), p_abs (|sum_t log c_t| +
     sum_t |log m_t|, the round-off scale of the sum). wbuf and c are work.
-    A sequence whose c_t falls below the smallest normal number (every state
-    it can be in has an emission more than ~e^-708 below the best state's, or
-    it is impossible) is left out of the partial sums, gets seq_ll = NaN and
-    gamma rows of NaN; the caller reruns it in log space.
+    A sequence is left out of the partial sums, gets seq_ll = NaN and gamma
+    rows of NaN (the caller reruns it in log space) when the scaled numbers
+    cannot be trusted:
+    * some c_t is below the smallest normal number (every state the chain can
+      be in has an emission e^-708 below the best state's, or it is impossible);
+    * some beta^ exceeds 1e280: a state whose scaled emission was flushed to 0
+      (or whose alpha^ underflowed) explains the rest of the sequence so much
+      better that its lost mass may matter;
+    * some gamma_t does not sum to 1 within 1e-8 (mass lost in the forward).
+    The backward pass (and so these checks) also runs when backward is False
+    if the forward saw a filtered probability below 1e-280.
     """
     K = pi.shape[0]
     for ch in prange(chunk_seq.shape[0] - 1):
@@ -246,6 +256,7 @@ def _forward_backward_scaled(rows, shift, bidx, seq_start, chunk_seq, pi, A, AT,
             shsum = 0.0
             shabs = 0.0
             ok = True
+            suspect = False
             prev = alpha[a]
             for t in range(a, b):
                 r = bidx[t]
@@ -273,6 +284,9 @@ def _forward_backward_scaled(rows, shift, bidx, seq_start, chunk_seq, pi, A, AT,
                 inv = 1.0 / ct
                 for k in range(K):
                     cur[k] = pred[k] * inv
+                for k in range(K):
+                    if cur[k] < 1e-280:
+                        suspect = True
                 prev = cur
                 c[t] = inv
                 if ct < 1e-100:
@@ -286,6 +300,41 @@ def _forward_backward_scaled(rows, shift, bidx, seq_start, chunk_seq, pi, A, AT,
                 shsum += sh
                 shabs += abs(sh)
             logc += math.log(prod)
+            if ok and (backward or suspect):
+                # backward: w_{t+1}(k) = b~_{t+1}(k) beta^_{t+1}(k) / c_{t+1} (kept in wbuf),
+                # beta^_t(j) = sum_k A_jk w_{t+1}(k),  gamma_t = alpha^_t beta^_t
+                for k in range(K):
+                    beta[k] = 1.0
+                last = alpha[b - 1]
+                g = gamma[b - 1]
+                for k in range(K):
+                    g[k] = last[k]
+                for t in range(b - 2, a - 1, -1):
+                    row = rows[bidx[t + 1]]
+                    inv = c[t + 1]
+                    w = wbuf[t + 1]
+                    for k in range(K):
+                        w[k] = row[k] * beta[k] * inv
+                    for j in range(K):
+                        beta[j] = 0.0
+                    for k in range(K):
+                        wk = w[k]
+                        ATk = AT[k]
+                        for j in range(K):
+                            beta[j] += ATk[j] * wk
+                    cur = alpha[t]
+                    g = gamma[t]
+                    gsum = 0.0
+                    for j in range(K):
+                        g[j] = cur[j] * beta[j]
+                    for j in range(K):
+                        gsum += g[j]
+                    big = 0.0
+                    for j in range(K):
+                        big = max(big, beta[j])
+                    if not (abs(gsum - 1.0) <= 1e-8 and big <= 1e280):
+                        ok = False
+                        break
             if not ok:
                 seq_ll[s] = np.nan
                 for t in range(a, b):
@@ -296,33 +345,8 @@ def _forward_backward_scaled(rows, shift, bidx, seq_start, chunk_seq, pi, A, AT,
             seq_ll[s] = logc + shsum
             ll_chunk += logc + shsum
             abs_chunk += abs(logc) + shabs
-            if not backward:               # score: the forward pass is all it needs
+            if not backward:               # score: the forward pass (checked) is all it needs
                 continue
-            # backward: w_{t+1}(k) = b~_{t+1}(k) beta^_{t+1}(k) / c_{t+1} (kept in wbuf),
-            # beta^_t(j) = sum_k A_jk w_{t+1}(k),  gamma_t = alpha^_t beta^_t
-            for k in range(K):
-                beta[k] = 1.0
-            last = alpha[b - 1]
-            g = gamma[b - 1]
-            for k in range(K):
-                g[k] = last[k]
-            for t in range(b - 2, a - 1, -1):
-                row = rows[bidx[t + 1]]
-                inv = c[t + 1]
-                w = wbuf[t + 1]
-                for k in range(K):
-                    w[k] = row[k] * beta[k] * inv
-                for j in range(K):
-                    beta[j] = 0.0
-                for k in range(K):
-                    wk = w[k]
-                    ATk = AT[k]
-                    for j in range(K):
-                        beta[j] += ATk[j] * wk
-                cur = alpha[t]
-                g = gamma[t]
-                for j in range(K):
-                    g[j] = cur[j] * beta[j]
             first = gamma[a]
             for k in range(K):
                 ps[k] += first[k]
@@ -654,14 +678,14 @@ def _gauss_emission_kernel(Xt, means, prec, prec_diag, logdet, is_diag, scaled, 
 
 
 @njit(cache=True, parallel=True)
-def _cat_stats_kernel(x, post, n_symbols, p_obs):
+def _cat_stats_kernel(x, post, n_symbols, rows_per_chunk, p_obs):
     """p_obs[ch, k, m] = sum over the chunk's rows t with x_t = m of gamma_t(k)."""
     n, K = post.shape
     for ch in prange(p_obs.shape[0]):
         for k in range(K):
             for m in range(n_symbols):
                 p_obs[ch, k, m] = 0.0
-        for t in range(ch * ROW_CHUNK, min(n, (ch + 1) * ROW_CHUNK)):
+        for t in range(ch * rows_per_chunk, min(n, (ch + 1) * rows_per_chunk)):
             m = x[t]
             for k in range(K):
                 p_obs[ch, k, m] += post[t, k]
@@ -1068,6 +1092,8 @@ class _BaseHMM:
         start, trans = _ordered_sum(p_start), _ordered_sum(p_trans)
         ll, absum = float(_ordered_sum(p_ll)), float(_ordered_sum(p_abs))
         redo = np.flatnonzero(np.isnan(seq_ll))
+        if redo.size and impl != "scaling":
+            raise ValueError("The parameters are not finite, so the forward-backward recursion is undefined.")
         if redo.size:
             ss = lay["seq_start"]
             idx = np.concatenate([np.arange(ss[i], ss[i + 1]) for i in redo])
@@ -1088,6 +1114,8 @@ class _BaseHMM:
                              f"state emits, or a transition the start forbids), so EM cannot proceed.")
         stats = {"start": start, "trans": trans}
         stats.update(self._emission_stats(lay, post))
+        if not all(np.isfinite(v).all() for v in stats.values()):
+            raise ValueError("The E-step statistics are not finite; check the data for extreme values.")
         return ll, absum, stats
 
     def _sufficient_statistics(self, X, lengths=None):
@@ -1141,21 +1169,20 @@ class _BaseHMM:
         randomised = any(letter in self.init_params for letter in self._random_letters)
         n_cand = self.n_init if randomised else 1
         screen = min(self.init_iter, self.n_iter) if n_cand > 1 else self.n_iter
-        self._falls = []
         best = None
         for i in range(n_cand):
             for a, v in given.items():
                 setattr(self, a, v)
             self._initialize(lay, rng)
             self._prepare_parameters()
-            run = self._em(lay, None, screen, i)
+            run = self._em(lay, None, screen)
             if self.verbose:
                 print(f"start {i}: {len(run['history']) - 1} iterations, log-posterior {run['history'][-1]:.6f}")
             if best is None or run["history"][-1] > best["history"][-1]:
                 best = run
         self._set_state(best["state"])
         if not best["converged"] and screen < self.n_iter:
-            best = self._em(lay, best, self.n_iter - screen, best["start"])
+            best = self._em(lay, best, self.n_iter - screen)
         self._set_state(best["state"])
         self.history_ = np.asarray(best["history"])
         self.n_iter_ = len(self.history_) - 1
@@ -1165,17 +1192,17 @@ class _BaseHMM:
         self.monitor_ = SimpleNamespace(tol=self.tol, n_iter=self.n_iter, verbose=self.verbose,
                                         history=deque(self.history_[-2:], maxlen=2), iter=self.n_iter_,
                                         converged=self.converged_)
-        if self._falls:
-            start, it, fall = self._falls[0]
-            warnings.warn(f"The log-posterior fell by more than round-off at {len(self._falls)} iteration(s), "
-                          f"first at iteration {it} of start {start} (by {fall:.3e}), which EM never does; no "
-                          f"such iteration counts as convergence.", RuntimeWarning, stacklevel=2)
+        if best["falls"]:
+            it, fall = best["falls"][0]
+            warnings.warn(f"The log-posterior fell by more than round-off at {len(best['falls'])} iteration(s), "
+                          f"first at iteration {it} (by {fall:.3e}), which EM never does; no such iteration "
+                          f"counts as convergence.", RuntimeWarning, stacklevel=2)
         if not self.converged_ and self.n_iter > 0 and self.tol > 0:
             warnings.warn("EM stopped at n_iter before the gain fell below tol; increase n_iter.",
                           ConvergenceWarning, stacklevel=2)
         return self
 
-    def _em(self, lay, run, n_steps, start_index):
+    def _em(self, lay, run, n_steps):
         """Run up to n_steps EM iterations, from run (a previous run's end) or from the current parameters."""
         if run is None:
             ll, absum, stats = self._e_step(lay)
@@ -1183,8 +1210,9 @@ class _BaseHMM:
             if not np.isfinite(history[0]):
                 raise ValueError("The starting parameters have zero prior density (a zero probability where "
                                  "the Dirichlet prior exceeds 1).")
+            falls = []
         else:
-            history, stats, absum = list(run["history"]), run["stats"], run["absum"]
+            history, stats, absum, falls = list(run["history"]), run["stats"], run["absum"], list(run["falls"])
         converged = False
         for _ in range(n_steps):
             self._m_step(stats)
@@ -1198,13 +1226,13 @@ class _BaseHMM:
             if self.verbose and self.verbose >= 2:
                 print(f"  iteration {len(history) - 1}: {obj:.10g} (change {change:.3e})")
             if change < -1e-10 * (absum + abs(obj)) and change < -self._roundoff() * (absum + abs(obj)):
-                self._falls.append((start_index, len(history) - 1, -change))
+                falls.append((len(history) - 1, -change))
                 continue
             if self.tol > 0 and change < self.tol:
                 converged = True
                 break
-        return {"history": history, "stats": stats, "absum": absum, "converged": converged,
-                "state": self._get_state(), "start": start_index}
+        return {"history": history, "stats": stats, "absum": absum, "converged": converged, "falls": falls,
+                "state": self._get_state()}
 
     def _roundoff(self):
         """Relative round-off of one emission log-density (only asked for after a fall)."""
@@ -1503,10 +1531,13 @@ class CategoricalHMM(_BaseHMM):
         return np.ascontiguousarray(rows), shift, lay["X"]
 
     def _emission_stats(self, lay, post):
-        M = self._symbols()
-        p_obs = np.empty((lay["n_row_chunks"], self.n_components, M))
-        with _threads_for(lay["n"]):
-            _cat_stats_kernel(lay["X"], post, M, p_obs)
+        M, K, n = self._symbols(), self.n_components, lay["n"]
+        # chunks of ROW_CHUNK rows, but at most _STATS_BUDGET partial sums in all
+        n_chunks = max(1, min(lay["n_row_chunks"], _STATS_BUDGET // (K * M)))
+        rows_per_chunk = -(-n // n_chunks)
+        p_obs = _buffer(lay, "p_obs", (n_chunks, K, M))
+        with _threads_for(n if n_chunks > 1 else 0):
+            _cat_stats_kernel(lay["X"], post, M, rows_per_chunk, p_obs)
         return {"obs": _ordered_sum(p_obs)}
 
     def _m_step_emissions(self, stats):
@@ -1564,6 +1595,12 @@ def _floor_eigen(S, floor):
     out = (vecs * np.maximum(vals - floor, 0.0)) @ vecs.T
     out = 0.5 * (out + out.T)
     out[np.diag_indices(D)] += floor
+    raised = 16 * D * np.finfo(np.float64).eps * float(np.abs(vals).max())
+    if raised > floor and _precision_cholesky_kernel(out[None], np.empty((1, D, D)), np.empty(1)) >= 0:
+        # a prior far larger than the data (not covered by the caller's bound): floor at its round-off
+        out = (vecs * np.maximum(vals - raised, 0.0)) @ vecs.T
+        out = 0.5 * (out + out.T)
+        out[np.diag_indices(D)] += raised
     return out
 
 
@@ -1716,13 +1753,17 @@ class GaussianHMM(_BaseHMM):
             self._P = P
 
     def _roundoff(self):
-        """D kappa eps: the relative round-off of (x - mu)^T Sigma^-1 (x - mu) through a Cholesky
-        factor grows with the condition number kappa of Sigma (about 1e-3 on collinear data
+        """'full'/'tied': D kappa eps, since the relative round-off of (x - mu)^T Sigma^-1 (x - mu)
+        through a Cholesky factor grows with the condition number kappa of Sigma (about 1e-3 on collinear data
         whose covariance floor is 1e-12 of its variance); at least 1e-10."""
+        if self.covariance_type in ("diag", "spherical"):
+            return 1e-10            # computed one dimension at a time: no loss with the condition number
         D = self.means_.shape[1]
         lam = np.linalg.eigvalsh(self.covars_)
-        kappa = float((lam.max(axis=1) / lam.min(axis=1)).max())
-        return max(1e-10, D * kappa * np.finfo(np.float64).eps)
+        eps = np.finfo(np.float64).eps
+        with np.errstate(divide="ignore"):
+            kappa = float(np.nan_to_num((lam.max(axis=1) / lam.min(axis=1)).max(), posinf=1 / eps))
+        return max(1e-10, D * min(kappa, 1 / eps) * eps)
 
     def _cov_dof(self):
         D = np.shape(self.means_)[1]
@@ -1789,6 +1830,9 @@ class GaussianHMM(_BaseHMM):
         ct = self.covariance_type
         if full is None:
             full = _fill_covars(self._covars_, ct, K, D)
+            if not (np.isfinite(full).all() and np.isfinite(self.means_).all()):
+                raise ValueError("EM produced non-finite means or covariances; check the data and the priors "
+                                 "for extreme values.")
         prec, logdet = np.empty((K, D, D)), np.empty(K)
         if _precision_cholesky_kernel(full, prec, logdet) >= 0:
             raise ValueError("covars_ must be symmetric positive definite.")

@@ -950,3 +950,57 @@ def test_monitor_has_hmmlearns_fields():
     m = CategoricalHMM(2, n_iter=50, tol=1e-4, random_state=0).fit(X)
     assert m.monitor_.converged == m.converged_ and m.monitor_.iter == m.n_iter_
     assert list(m.monitor_.history) == list(m.history_[-2:])
+
+
+def _left_to_right():
+    est = GaussianHMM(2, covariance_type="diag", init_params="", n_iter=20, tol=0, n_init=1)
+    est.startprob_, est.transmat_ = np.array([1.0, 0.0]), np.array([[0.5, 0.5], [0.0, 1.0]])
+    est.means_, est.covars_ = np.array([[0.0], [100.0]]), np.array([[1.0], [1.0]])
+    return est
+
+
+def test_a_flushed_state_that_dominates_later_is_recovered_in_log_space():
+    # t=1 favours state 1 by 750 nats (state 0's scaled emission is flushed to 0),
+    # t=2..4 favour state 0 by 400 nats each: the true path stays in state 0
+    X = np.array([[0.0], [57.5], [46.0], [46.0], [46.0]])
+    scaled, logs = _left_to_right(), _left_to_right().set_params(implementation="log")
+    np.testing.assert_allclose(scaled.score(X), logs.score(X), rtol=1e-12)
+    np.testing.assert_allclose(scaled.predict_proba(X), logs.predict_proba(X), rtol=0, atol=1e-12)
+    Xr = np.tile(X, (20, 1))
+    lengths = np.full(20, 5)
+    np.testing.assert_allclose(scaled.fit(Xr, lengths).history_, logs.fit(Xr, lengths).history_, rtol=1e-10)
+
+
+class _OneBadStep(GaussianHMM):
+    """An M-step that moves the means by 0.02 standard deviations at iteration 15 (a defect to report)."""
+
+    def _m_step(self, stats):
+        super()._m_step(stats)
+        self._steps = getattr(self, "_steps", 0) + 1
+        if self._steps == 15:
+            self.means_ = self.means_ + 0.02 * np.sqrt(self._covars_)
+
+
+@pytest.mark.parametrize("scales", [(1.0, 1.0), (1e-3, 1e4)])
+def test_a_real_fall_is_reported_whatever_the_feature_scales(scales):
+    # diag log-densities are computed one dimension at a time: their round-off
+    # does not grow with the ratio of the variances, so neither may the fall rule
+    rng = np.random.default_rng(0)
+    z = (np.arange(6000) // 50) % 2
+    X = (np.array([[0.0, 0.0], [3.0, 3.0]])[z] + rng.standard_normal((6000, 2))) * np.array(scales)
+    est = _OneBadStep(2, covariance_type="diag", n_iter=20, tol=0, n_init=1, random_state=0,
+                      min_covar=1e-12, covars_prior=0.0)
+    with pytest.warns(RuntimeWarning, match="fell by more than round-off"):
+        est.fit(X, np.full(60, 100))
+
+
+def test_categorical_statistics_do_not_depend_on_the_chunking(monkeypatch):
+    X = np.random.default_rng(0).integers(0, 7, (20_000, 1))
+    est = CategoricalHMM(3, n_iter=2, tol=0, random_state=0).fit(X)
+    many = est._sufficient_statistics(X)["obs"]
+    monkeypatch.setattr(hmm, "_STATS_BUDGET", 1)          # one chunk of all rows
+    one = est._sufficient_statistics(X)["obs"]
+    gamma = est.predict_proba(X)
+    ref = np.stack([np.bincount(X[:, 0], weights=gamma[:, k], minlength=7) for k in range(3)])
+    np.testing.assert_allclose(many, ref, rtol=1e-12)
+    np.testing.assert_allclose(one, ref, rtol=1e-12)
