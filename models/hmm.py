@@ -230,8 +230,10 @@ def _forward_backward_scaled(rows, shift, bidx, seq_start, chunk_seq, pi, A, AT,
       (or whose alpha^ underflowed) explains the rest of the sequence so much
       better that its lost mass may matter;
     * some gamma_t does not sum to 1 within 1e-8 (mass lost in the forward).
-    The backward pass (and so these checks) also runs when backward is False
-    if the forward saw a filtered probability below 1e-280.
+    The last two checks run only for a sequence whose forward pass saw a
+    filtered probability below 1e-280 (otherwise sum_j alpha^ beta^ = 1 keeps
+    every beta^ below 1e280 and nothing was lost); for such a sequence the
+    backward pass runs even when backward is False.
     """
     K = pi.shape[0]
     for ch in prange(chunk_seq.shape[0] - 1):
@@ -266,27 +268,31 @@ def _forward_backward_scaled(rows, shift, bidx, seq_start, chunk_seq, pi, A, AT,
                     for k in range(K):
                         pred[k] = pi[k]
                 else:
+                    a0 = prev[0]
+                    A0 = A[0]
                     for k in range(K):
-                        pred[k] = 0.0
-                    for j in range(K):
+                        pred[k] = a0 * A0[k]
+                    for j in range(1, K):
                         aj = prev[j]
                         Aj = A[j]
                         for k in range(K):
                             pred[k] += aj * Aj[k]
-                for k in range(K):
-                    pred[k] *= row[k]
+                # (no fast-math: this sum is taken in k order however the loop is compiled)
                 ct = 0.0
+                mn = np.inf
                 for k in range(K):
-                    ct += pred[k]
+                    v = pred[k] * row[k]
+                    pred[k] = v
+                    ct += v
+                    mn = v if v < mn else mn
                 if not ct >= _DBL_MIN:
                     ok = False
                     break
+                if mn < 1e-280 * ct:
+                    suspect = True          # some alpha^_t(k) < 1e-280: mass may have been lost
                 inv = 1.0 / ct
                 for k in range(K):
                     cur[k] = pred[k] * inv
-                for k in range(K):
-                    if cur[k] < 1e-280:
-                        suspect = True
                 prev = cur
                 c[t] = inv
                 if ct < 1e-100:
@@ -302,39 +308,47 @@ def _forward_backward_scaled(rows, shift, bidx, seq_start, chunk_seq, pi, A, AT,
             logc += math.log(prod)
             if ok and (backward or suspect):
                 # backward: w_{t+1}(k) = b~_{t+1}(k) beta^_{t+1}(k) / c_{t+1} (kept in wbuf),
-                # beta^_t(j) = sum_k A_jk w_{t+1}(k),  gamma_t = alpha^_t beta^_t
-                for k in range(K):
-                    beta[k] = 1.0
+                # beta^_t(j) = sum_k A_jk w_{t+1}(k),  gamma_t = alpha^_t beta^_t;
+                # w_t is made in the same loop as gamma_t, from the same beta^_t
                 last = alpha[b - 1]
                 g = gamma[b - 1]
+                w = wbuf[b - 1]
+                row = rows[bidx[b - 1]]
+                inv = c[b - 1]
                 for k in range(K):
                     g[k] = last[k]
+                    w[k] = row[k] * inv                     # beta^_{b-1} = 1
                 for t in range(b - 2, a - 1, -1):
-                    row = rows[bidx[t + 1]]
-                    inv = c[t + 1]
                     w = wbuf[t + 1]
-                    for k in range(K):
-                        w[k] = row[k] * beta[k] * inv
+                    w0 = w[0]
+                    AT0 = AT[0]
                     for j in range(K):
-                        beta[j] = 0.0
-                    for k in range(K):
+                        beta[j] = AT0[j] * w0
+                    for k in range(1, K):
                         wk = w[k]
                         ATk = AT[k]
                         for j in range(K):
                             beta[j] += ATk[j] * wk
                     cur = alpha[t]
                     g = gamma[t]
-                    gsum = 0.0
+                    wn = wbuf[t]
+                    row = rows[bidx[t]]
+                    inv = c[t]
                     for j in range(K):
-                        g[j] = cur[j] * beta[j]
-                    for j in range(K):
-                        gsum += g[j]
-                    big = 0.0
-                    for j in range(K):
-                        big = max(big, beta[j])
-                    if not (abs(gsum - 1.0) <= 1e-8 and big <= 1e280):
-                        ok = False
-                        break
+                        bj = beta[j]
+                        g[j] = cur[j] * bj
+                        wn[j] = row[j] * bj * inv
+                    if suspect:
+                        # gamma_t must sum to 1 and beta^ stay below 1e280 (without a suspect
+                        # forward every alpha^ >= 1e-280, and sum_j alpha^ beta^ = 1 bounds beta^)
+                        gsum = 0.0
+                        big = 0.0
+                        for j in range(K):
+                            gsum += g[j]
+                            big = big if big >= beta[j] else beta[j]
+                        if not (abs(gsum - 1.0) <= 1e-8 and big <= 1e280):
+                            ok = False
+                            break
             if not ok:
                 seq_ll[s] = np.nan
                 for t in range(a, b):
