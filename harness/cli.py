@@ -98,7 +98,7 @@ def write_index(out_dir, rows, command):
     for i, (row, results, png) in enumerate(rows):
         parts.append(f"<h2 id='row{i}'>{html.escape(row[0])}, {html.escape(row[1])}</h2><ul>")
         for r in results:
-            mark = "pass" if r.passed else "FAIL"
+            mark = ("pass" if r.passed else "FAIL") if r.applicable else "n/a"
             parts.append(f"<li class='{mark}'><b>{html.escape(r.check)}</b>: {mark}: {html.escape(r.detail)}</li>")
         parts.append(f"</ul><img src='{png}'>" if png else "</ul>")
     (out_dir / "index.html").write_text("\n".join(parts) + "\n")
@@ -148,7 +148,9 @@ def cmd_run(args):
                                   fam_models, name, seed, out_dir))
     write_index(out_dir, rows, command)
     n_checks = sum(len(r) for _, r, _ in rows)
-    print(f"{n_checks - len(failures)} passed, {len(failures)} failed "
+    n_na = sum(not c.applicable for _, r, _ in rows for c in r)
+    print(f"{n_checks - len(failures) - n_na} passed, {len(failures)} failed"
+          f"{f', {n_na} not applicable' if n_na else ''} "
           f"({len(rows)} rows, {time.perf_counter() - t0:.1f} s); open {out_dir / 'index.html'}", flush=True)
     return 1 if failures else 0
 

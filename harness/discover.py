@@ -25,6 +25,12 @@ REQUIRED = (
 )
 
 
+# Checks a model may declare not applicable (EMREF_NOT_APPLICABLE), with a reason:
+# only the comparison with the objective at the truth, which a variational
+# model cannot evaluate (its bound needs variational parameters the truth lacks).
+WAIVABLE = frozenset({"mle >= truth"})
+
+
 @dataclass(frozen=True)
 class Model:
     """One variant of one model family; ``module`` is anything with the hooks."""
@@ -64,6 +70,15 @@ class Model:
 
     def label_axes(self):
         return self.module.emref_label_axes(self.variant)
+
+    @property
+    def compared(self):
+        """Names of the parameters compared with the truth (EMREF_COMPARED; default: all of them)."""
+        return tuple(getattr(self.module, "EMREF_COMPARED", ()) or ())
+
+    def not_applicable(self, check):
+        """The model's reason why ``check`` does not apply to it (EMREF_NOT_APPLICABLE), or None."""
+        return (getattr(self.module, "EMREF_NOT_APPLICABLE", None) or {}).get(check)
 
     @property
     def n(self):
@@ -106,6 +121,11 @@ def models_from_file(path):
     if not (isinstance(variants, tuple) and variants and all(isinstance(v, str) for v in variants)
             and len(set(variants)) == len(variants)):
         raise TypeError(f"model file {path.name}: EMREF_VARIANTS must be a non-empty tuple of distinct strings.")
+    na = getattr(module, "EMREF_NOT_APPLICABLE", None) or {}
+    if not (isinstance(na, dict) and set(na) <= WAIVABLE and all(isinstance(r, str) and r.strip()
+                                                                 for r in na.values())):
+        raise TypeError(f"model file {path.name}: EMREF_NOT_APPLICABLE may only map "
+                        f"{', '.join(sorted(WAIVABLE))} to a reason.")
     return [Model(path.stem, v, module, str(path)) for v in variants]
 
 

@@ -33,7 +33,7 @@ def _trace(ax, history):
 
 
 def _truth_vs_estimate(ax, model, truth, params):
-    est = aligned(model, truth, params)
+    est = {k: v for k, v in aligned(model, truth, params).items() if k in truth}
     lo, hi = np.inf, -np.inf
     for i, name in enumerate(sorted(est)):
         t = np.asarray(truth[name], dtype=float).ravel()
