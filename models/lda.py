@@ -33,9 +33,11 @@ alone stay there: about 6% worse bounds on our synthetic corpora). The final
 phi is phi*(gamma), the optimum for the final gamma.
 
 M-step: lambda_kw = eta + sum_d n_dw phi_dwk (the exact maximiser). With
-learn_priors, then alpha (a K-vector) and eta by Newton-Raphson in log space
-(Minka 2000), each step halved until the bound rises: both objectives are
-concave, so EM stays monotone.
+learn_priors, then alpha (a K-vector) by Minka's fixed point for a Dirichlet
+(psi(alpha_k) <- psi(sum alpha) + S_k / D, each step raising the bound, to
+convergence) and eta by bisection on the root of its derivative in log eta
+(the eta part of the bound is concave); each is kept only if the bound rose,
+so EM stays monotone.
 
 The bound (ELBO), exact, every term, with phi = phi*(gamma):
 
@@ -82,7 +84,8 @@ D. M. Blei, A. Y. Ng, M. I. Jordan (2003), Latent Dirichlet allocation,
 JMLR 3, 993-1022 (sections 5.2-5.4, appendix A).
 M. D. Hoffman, D. M. Blei, F. Bach (2010), Online learning for latent Dirichlet
 allocation, NIPS (the batch updates and the bound in this form).
-T. P. Minka (2000), Estimating a Dirichlet distribution (Newton steps).
+T. P. Minka (2000), Estimating a Dirichlet distribution (the fixed point and
+the inverse digamma).
 """
 
 import inspect
@@ -576,6 +579,15 @@ class LatentDirichletAllocation:
     def _check_fitted(self):
         if not hasattr(self, "components_"):
             raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit first.")
+        lam = np.asarray(self.components_)
+        alpha = np.asarray(getattr(self, "doc_topic_prior_", np.nan), dtype=np.float64)
+        eta = getattr(self, "topic_word_prior_", np.nan)
+        if lam.ndim != 2 or lam.dtype.kind not in "biuf" or not (np.isfinite(lam).all() and (lam > 0).all()):
+            raise ValueError("components_ must be a 2-D array of finite, positive numbers.")
+        if alpha.shape != (lam.shape[0],) or not (np.isfinite(alpha).all() and (alpha > 0).all()):
+            raise ValueError(f"doc_topic_prior_ must hold {lam.shape[0]} positive numbers.")
+        if not _is_number(eta) or not eta > 0:
+            raise ValueError("topic_word_prior_ must be a positive number.")
 
     def _corpus(self, X, fitting=False):
         V = None if fitting else self.components_.shape[1]
@@ -623,61 +635,54 @@ class LatentDirichletAllocation:
 
     @staticmethod
     def _update_alpha(alpha, elogth_sum, D):
-        """Newton-Raphson on f(alpha) = D [lnG(sum a) - sum lnG(a)] + sum_k (a_k - 1) S_k in log space,
-        each step halved until f rises (f is concave in alpha)."""
+        """Maximise f(alpha) = D [lnG(sum a) - sum lnG(a)] + sum_k (a_k - 1) S_k (Minka 2000, eq. 9).
+
+        The fixed point psi(a_k) <- psi(sum a) + S_k / D never lowers f and
+        converges to its maximiser; psi is inverted by Newton's method. The
+        result is kept only if f rose (it always does, up to round-off).
+        """
         def f(a):
             return D * (gammaln(a.sum()) - gammaln(a).sum()) + (a * elogth_sum).sum()
-        cur = f(alpha)
-        for _ in range(50):
-            a0 = alpha.sum()
-            g = D * (psi(a0) - psi(alpha)) + elogth_sum
-            q = -D * _trigamma(alpha)                      # diagonal of the Hessian
-            z = D * _trigamma(np.array([a0]))[0]           # rank-one part
-            b = (g / q).sum() / (1.0 / z + (1.0 / q).sum())
-            step = (g - b) / q                              # Newton step in alpha
-            # in log space: a = exp(u), du = step / a (chain rule on the Newton direction)
-            u = np.log(alpha)
-            t = 1.0
-            while t > 1e-10:
-                cand = np.exp(u - t * step / alpha)
-                val = f(cand)
-                if np.isfinite(val) and val >= cur:
-                    break
-                t *= 0.5
-            else:
-                return alpha
-            if val - cur <= 1e-12 * abs(cur):
-                return cand if val >= cur else alpha
-            alpha, cur = cand, val
-        return alpha
+        a = alpha.copy()
+        for _ in range(1000):
+            new = _inverse_digamma(psi(a.sum()) + elogth_sum / D)
+            done = np.abs(new - a).max() <= 1e-12 * a.max()
+            a = new
+            if done:
+                break
+        return a if f(a) >= f(alpha) else alpha
 
     @staticmethod
     def _update_eta(eta, elogb_total, K, V):
-        """Newton-Raphson on f(eta) = K [lnG(V eta) - V lnG(eta)] + eta sum_kw E log beta_kw in log eta."""
+        """Maximise f(e) = K [lnG(V e) - V lnG(e)] + e sum_kw E log beta_kw, concave in e > 0.
+
+        Its derivative K V [psi(V e) - psi(e)] + T falls from +inf (e -> 0) to
+        at most 0 (e -> inf, by Jensen's inequality), so the maximiser is its
+        root: bracketed in log e, then bisected. Kept only if f rose.
+        """
         def f(e):
             return K * (gammaln(V * e) - V * gammaln(e)) + e * elogb_total
-        cur = f(eta)
-        u = math.log(eta)
-        for _ in range(50):
+
+        def df(u):
             e = math.exp(u)
-            g = K * V * (psi(V * e) - psi(e)) + elogb_total            # df/de
-            h = K * V * (V * _trigamma(np.array([V * e]))[0] - _trigamma(np.array([e]))[0])
-            # d/du = e g; d2/du2 = e g + e^2 h
-            gu, hu = e * g, e * g + e * e * h
-            du = -gu / hu if hu < 0 else (0.5 if gu > 0 else -0.5)
-            t = 1.0
-            while t > 1e-10:
-                val = f(math.exp(u + t * du))
-                if np.isfinite(val) and val >= cur:
-                    break
-                t *= 0.5
+            return K * V * (psi(V * e) - psi(e)) + elogb_total
+        lo = hi = math.log(eta)
+        while df(lo) <= 0 and lo > -700:
+            lo -= 2.0
+        while df(hi) > 0 and hi < 700:
+            hi += 2.0
+        if not (df(lo) > 0 >= df(hi)):
+            return eta                          # no interior maximum (degenerate statistics)
+        for _ in range(200):
+            mid = 0.5 * (lo + hi)
+            if df(mid) > 0:
+                lo = mid
             else:
-                return math.exp(u)
-            u += t * du
-            gain, cur = val - cur, val
-            if gain <= 1e-12 * abs(cur):
+                hi = mid
+            if hi - lo <= 1e-14 * max(1.0, abs(mid)):
                 break
-        return math.exp(u)
+        e = math.exp(0.5 * (lo + hi))
+        return e if f(e) >= f(eta) else eta
 
     # -- fit ------------------------------------------------------------------
 
@@ -829,8 +834,17 @@ class LatentDirichletAllocation:
         return [[vocab[i] for i in row] for row in order]
 
 
-def _trigamma(x):
-    return polygamma(1, x)
+def _inverse_digamma(y):
+    """x with psi(x) = y, elementwise (Minka 2000, appendix C: a start, then Newton steps)."""
+    y = np.asarray(y, dtype=np.float64)
+    with np.errstate(divide="ignore", over="ignore"):     # np.where evaluates the unused branch too
+        x = np.where(y >= -2.22, np.exp(y) + 0.5, -1.0 / (y - psi(1.0)))
+    for _ in range(50):
+        step = (psi(x) - y) / polygamma(1, x)
+        x = np.maximum(x - step, x / 10)           # stay positive
+        if np.all(np.abs(step) <= 1e-14 * x):
+            break
+    return x
 
 
 # ----------------------------------------------------------------------------
@@ -883,7 +897,7 @@ def emref_estimator(variant, truth, seed):
     learn = variant == "learn-priors"
     return LatentDirichletAllocation(K, doc_topic_prior=None if learn else _ALPHA,
                                      topic_word_prior=None if learn else _ETA, learn_priors=learn,
-                                     max_iter=3000, tol=1e-10, random_state=seed)
+                                     max_iter=3000, tol=1e-8, random_state=seed)
 
 
 def emref_steps(est, n_iter):
@@ -962,13 +976,25 @@ def emref_oracle(est, X):
                      ratio, eth, bound_d)
     stats = est._topic_stats(corpus, ratio, eth, eb)
     stats_ref = np.einsum("dw,dwk->kw", Xd, phi)
+    # one EM step of the estimator's own _start/_em (a subclass is checked as itself), in numpy:
+    # gamma from the first E-step at lambda_0, then lambda_1 = eta + sum_d n_dw phi_dwk
+    lam0 = np.random.default_rng(0).gamma(100.0, 0.01, size=lam.shape)
+    start = est._start(corpus, lam0, alpha.copy(), eta)
+    g_start = start["gamma"].copy()
+    lam1 = est._em(corpus, start, 1)["lam"]
+    elogb0 = psi(lam0) - psi(lam0.sum(1))[:, None]
+    elogt0 = psi(g_start) - psi(g_start.sum(1))[:, None]
+    logits0 = elogt0[:, None, :] + elogb0.T[None, :, :]
+    phi0 = np.exp(logits0 - logits0.max(-1, keepdims=True))
+    phi0 /= phi0.sum(-1, keepdims=True)
+    lam1_ref = eta + np.einsum("dw,dwk->kw", Xd, phi0)
     grid = np.concatenate([np.logspace(-6, 3, 40), [0.5, 1.0, 5.99, 6.0, 6.01]])
     return [
         ("digamma", np.array([_digamma(x) for x in grid]), psi(grid)),
         ("ELBO of a tiny corpus, term by term", est._bound_at(Xt, gamma), words + theta_terms + beta_terms),
         ("one document update (gamma)", g1, g1_ref),
         ("topic-word statistics sum_d n_dw phi_dwk", stats, stats_ref),
-        ("M-step lambda = eta + statistics", eta + stats, eta + stats_ref),
+        ("one EM step: lambda", lam1, lam1_ref),
     ]
 
 

@@ -182,6 +182,23 @@ def test_oracle_catches_transposed_pairwise_posteriors():
     assert not result.passed and "one EM step: transmat" in result.detail
 
 
+def test_oracle_catches_an_lda_m_step_adding_the_prior_twice():
+    result = checks.check_oracle(checks.fit_case(broken("lda_double_prior"), 0))
+    assert not result.passed and "one EM step: lambda" in result.detail
+
+
+def test_mle_may_only_be_declared_not_applicable(tmp_path):
+    (model, *_) = discover(select=["lda-batch"])
+    result = checks.check_mle(checks.fit_case(model, 0))
+    assert result.passed and not result.applicable and result.detail.startswith("not applicable: ")
+    text = (MODELS_DIR / "lda.py").read_text().replace(
+        'EMREF_NOT_APPLICABLE = {\n    "mle >= truth"', 'EMREF_NOT_APPLICABLE = {\n    "recovery"')
+    assert '"recovery"' in text
+    (tmp_path / "lda2.py").write_text(text)
+    with pytest.raises(TypeError, match="EMREF_NOT_APPLICABLE may only map"):
+        discover(tmp_path)
+
+
 def test_alignment_permutes_both_axes_of_transmat():
     (model, *_) = discover(select=["hmm-categorical"])
     truth, _, _ = checks.draw(model, 2, 10)
