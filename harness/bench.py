@@ -132,25 +132,29 @@ held out; every fit sees the other 90% (CSR float64 counts).
 * Held-out quality: each library's own ``perplexity()`` of the held-out
   documents after the same 10 iterations (from the repeats' last fits; ours'
   fits are deterministic, which the JSON records). Rule: ours <= sklearn's *
-  (1 + 1e-3). Both compute the same quantity, exp(-bound / N) with the topic
+  (1 + 1e-3), applied to the MEDIAN over the seed's start and 3 more random
+  starts (see 'median of starts' below): one start's perplexity after 10
+  iterations varies from start to start far more than 1e-3 (a range of
+  about 8% for either library on this corpus), so a single-start verdict
+  would mostly measure the luck of the start. Both compute the same quantity, exp(-bound / N) with the topic
   term included and every document inferred afresh; the agreement row checks
   it: scikit-learn's fitted topics evaluated by ours' ``perplexity()`` must
   equal scikit-learn's to 1e-6 relative. So the 1e-3 allowance is not for
   evaluation differences (they are far smaller); it is a small margin on a
   figure that depends on where each library's own random start leads after 10
   iterations, which no common start can remove. That dependence is much
-  larger than 1e-3: the extra row 'median of starts' repeats both 10-iteration
-  fits with ``random_state`` seed+1..seed+3 (untimed, no target) and reports
-  the medians, ranges and in how many starts ours was lower, to judge the
-  single-seed verdict.
+  larger than 1e-3: the row 'median of starts' repeats both 10-iteration
+  fits with ``random_state`` seed+1..seed+3 (untimed) and reports the
+  medians, ranges and in how many starts ours was lower; the quality target
+  uses those medians.
 * Training perplexity: scikit-learn's ``perplexity(X_train)`` (equal to its
   ``bound_``) and ours' ``perplexity(X_train)``, plus ours' exp(-history_[-1] /
   N_train). history_[-1] is the bound at the fit's own state (each document's
   gamma kept from the better of a fresh and a warm start); a check recomputes
   it from the fitted state through the model file's ``emref_objective`` hook
   (1e-6 relative). ``perplexity()`` infers every document afresh, so it is
-  never lower than the history figure (on this corpus about 1e-3 higher), and
-  the two are not equal: both are printed.
+  never lower than the history figure, and in general higher: both are
+  printed, with their relative difference.
 * Time to reach scikit-learn's training perplexity (no target): the target is
   scikit-learn's ``perplexity(X_train)`` after its 10 iterations; ours counts
   as reaching it when ours' ``perplexity(X_train)`` (the same measure) is at
@@ -160,10 +164,9 @@ held out; every fit sees the other 90% (CSR float64 counts).
   (from the timed fits' history_, else from fits of 20, 40, ... iterations, at
   most 160) is the smallest candidate; fits of m, m+1, m+3, m+7, ...
   iterations are then checked with ``perplexity()`` (untimed) and the gap is
-  bisected. The fit of the smallest m that reaches it is timed in repeats
-  (median; not interleaved with scikit-learn, whose figure is the median time
-  of its 10-iteration fits above) and the two times are compared. Every probe
-  is in the JSON.
+  bisected. The fit of the smallest m that reaches it and scikit-learn's
+  10-iteration fit are then timed again in interleaved repeats, and their
+  medians are compared. Every probe is in the JSON.
 * Also reported: the topic error of both fits (mean Hellinger distance between
   the true topics and the fitted ones, matched one to one).
 * First-call compile: a subprocess with a fresh, empty ``NUMBA_CACHE_DIR``
@@ -172,7 +175,7 @@ held out; every fit sees the other 90% (CSR float64 counts).
   iterations) on 200 documents x 50 words, a first ``perplexity`` and
   ``transform``, and a second fit.
 
-Targets: ms/iter ratio >= 3 (speed); held-out perplexity ours <= sklearn's *
+Targets: ms/iter ratio >= 3 (speed); the median over starts of held-out perplexity, ours <= sklearn's *
 (1 + 1e-3) (quality); the two agreement checks above at 1e-6 relative.
 
 Outputs go to ``--out``: ``bench.json`` (all raw timings, medians,
@@ -1136,7 +1139,7 @@ def _lda_workload(module, Peer, cfg, repeats, seed):
                "repeats": repeats, "seed": seed, "n_train_tokens": n_train, "n_test_tokens": n_test_tokens,
                "data": {key: v for key, v in truth.items() if key != "topic_word"}}
 
-    _say(f"[lda] warm-up (untimed 2-iteration fits; compiles numba, starts scikit-learn's workers) ...")
+    _say("[lda] warm-up (untimed 2-iteration fits; compiles numba, starts scikit-learn's workers) ...")
     t0 = time.perf_counter()
     _timed_fit(_lda_maker("ours", Ours, Peer, k, alpha, eta, 2, seed), Xtr)
     warm_ours = time.perf_counter() - t0
@@ -1236,7 +1239,8 @@ def _lda_reach(Ours, Peer, cfg, Xtr, target, ours_fit, results, repeats, seed):
     whose history perplexity reaches the target is a lower end; fits of m,
     m+1, m+3, m+7, ... iterations (doubling steps) are then checked with
     perplexity() until one reaches it, and the gap is bisected. The fit of
-    the smallest such m is timed in ``repeats`` repeats (median).
+    the smallest such m and scikit-learn's ``iters``-iteration fit are then
+    timed in ``repeats`` interleaved repeats (medians).
     """
     k, alpha, eta, iters, cap = cfg["k"], cfg["alpha"], cfg["eta"], cfg["iters"], cfg["reach_cap"]
     n_train = float(Xtr.sum())
@@ -1244,18 +1248,16 @@ def _lda_reach(Ours, Peer, cfg, Xtr, target, ours_fit, results, repeats, seed):
          f"ours' fits of m iterations until ours.perplexity(X_train) <= it (at most {cap} iterations)")
     probes = []
     hist = _lda_history_perplexity(ours_fit, n_train)
-    longest = ours_fit
     while not (hist <= target).any() and len(hist) - 1 < cap:
         m = min(2 * (len(hist) - 1), cap)
         est, s, _ = _timed_fit(_lda_maker("ours", Ours, Peer, k, alpha, eta, m, seed), Xtr)
         _lda_check_iterations("ours", est, m, "lda reach")
         hist = _lda_history_perplexity(est, n_train)
-        longest = est
         probes.append({"max_iter": m, "seconds": s, "history_perplexity": float(hist[-1]), "perplexity": None})
         _say(f"[lda reach] history search: {m} iterations, {s:.2f} s, history perplexity {hist[-1]:.3f}")
     reach = {"target_sklearn_train_perplexity": target, "criterion": "ours.perplexity(X_train) <= target",
              "cap": cap, "history_perplexity": hist.tolist(), "probes": probes,
-             "sklearn_median_fit_seconds": results["median_fit_seconds"]["sklearn"], "sklearn_iters": iters}
+             "sklearn_median_fit_seconds": None, "sklearn_iters": iters}
     hits = np.flatnonzero(hist <= target)
     if not hits.size:
         _say(f"[lda reach] ours' history perplexity did not reach {target:.3f} within {cap} iterations")
@@ -1298,17 +1300,26 @@ def _lda_reach(Ours, Peer, cfg, Xtr, target, ours_fit, results, repeats, seed):
         else:
             lo = mid
     m = hi
-    _say(f"[lda reach] smallest: {m} iterations; timing it in {repeats} repeats ...")
-    secs = []
+    _say(f"[lda reach] smallest: {m} iterations; timing it against sklearn's {iters}-iteration fit in "
+         f"{repeats} interleaved repeats ...")
+    makers = {"ours": _lda_maker("ours", Ours, Peer, k, alpha, eta, m, seed),
+              "sklearn": _lda_maker("sklearn", Ours, Peer, k, alpha, eta, iters, seed)}
+    secs = {"ours": [], "sklearn": []}
     for r in range(repeats):
-        _, s, _ = _timed_fit(_lda_maker("ours", Ours, Peer, k, alpha, eta, m, seed), Xtr)
-        secs.append(s)
-        _say(f"[lda reach] repeat {r + 1}/{repeats}: {s:8.3f} s")
-    med = _median(secs)
-    reach.update(iters=m, seconds=secs, median_seconds=med,
-                 ratio_sklearn_over_ours=results["median_fit_seconds"]["sklearn"] / med)
+        order = ("ours", "sklearn") if r % 2 == 0 else ("sklearn", "ours")
+        for who in order:
+            est, s, _ = _timed_fit(makers[who], Xtr)
+            _lda_check_iterations(who, est, m if who == "ours" else iters, "lda reach")
+            secs[who].append(s)
+            _say(f"[lda reach] repeat {r + 1}/{repeats} {who:>7}: {s:8.3f} s  "
+                 f"({m if who == 'ours' else iters} iterations)")
+    med = {who: _median(v) for who, v in secs.items()}
+    reach.update(iters=m, seconds=secs["ours"], median_seconds=med["ours"], sklearn_seconds=secs["sklearn"],
+                 sklearn_median_fit_seconds=med["sklearn"],
+                 ratio_sklearn_over_ours=med["sklearn"] / med["ours"],
+                 median_of_pair_ratios=_median([a / b for a, b in zip(secs["sklearn"], secs["ours"])]))
     _say(f"[lda reach] ours reaches sklearn's {iters}-iteration training perplexity after {m} iterations in "
-         f"{med:.2f} s (median); sklearn's {iters} iterations take {reach['sklearn_median_fit_seconds']:.2f} s: "
+         f"{med['ours']:.2f} s (median); sklearn's {iters} iterations take {med['sklearn']:.2f} s: "
          f"ratio {reach['ratio_sklearn_over_ours']:.2f}x (no target)")
     return reach
 
@@ -1415,6 +1426,8 @@ def bench_lda(module, args, cfg):
 
     w = results["workload"]
     q = w["quality"]
+    st = w["starts"]
+    st_med = st["median"]["heldout"]
     rows = [
         {"family": "lda", "target": f"perplexity() of the same topics (sklearn's) equal (<= {AGREE_RTOL:g} rel)",
          "value": f"{q['sklearn_topics_perplexity_rel_diff']:.1e}",
@@ -1426,10 +1439,12 @@ def bench_lda(module, args, cfg):
         {"family": "lda", "target": f"sklearn/ours ms per iteration >= {LDA_TARGET_RATIO:g}x",
          "value": f"{w['ratio_sklearn_over_ours']:.2f}x",
          "passed": w["ratio_sklearn_over_ours"] >= LDA_TARGET_RATIO, "kind": "speed"},
-        {"family": "lda", "target": f"held-out perplexity after {w['iters']} iterations: {q['heldout_rule']}",
-         "value": f"ours {q['heldout_perplexity']['ours']:.2f}, sklearn {q['heldout_perplexity']['sklearn']:.2f} "
-                  f"({100 * q['heldout_rel_diff_ours_vs_sklearn']:+.2f}%)",
-         "passed": q["heldout_passed"], "kind": "quality"},
+        {"family": "lda", "target": f"held-out perplexity after {w['iters']} iterations, median of "
+                                    f"{st['n_starts']} random starts: ours <= sklearn * (1 + {LDA_HELDOUT_RTOL:g})",
+         "value": f"ours {st_med['ours']:.2f}, sklearn {st_med['sklearn']:.2f} "
+                  f"({100 * (st_med['ours'] / st_med['sklearn'] - 1):+.2f}%; the seed's own start: "
+                  f"{100 * q['heldout_rel_diff_ours_vs_sklearn']:+.2f}%)",
+         "passed": bool(st_med["ours"] <= st_med["sklearn"] * (1.0 + LDA_HELDOUT_RTOL)), "kind": "quality"},
     ]
     return results, rows
 

@@ -240,10 +240,10 @@ def traced_fit(monkeypatch, est, X):
     records = []
     original = LatentDirichletAllocation._bound
 
-    def spy(self, corpus_, lam, gamma, alpha, eta, eb_pack, warm):
+    def spy(self, corpus_, lam, gamma, alpha, eta, eb_pack, warm, rng):
         old = gamma.copy() if warm else None
         before = at_state(lam, alpha, eta)._bound_at(X, old) if warm else None
-        out = original(self, corpus_, lam, gamma, alpha, eta, eb_pack, warm)
+        out = original(self, corpus_, lam, gamma, alpha, eta, eb_pack, warm, rng)
         records.append(dict(run=gamma, before=before, old=old, after=out[0], new=gamma.copy(),
                             lam=np.array(lam), alpha=np.array(alpha), eta=float(eta)))
         return out
@@ -301,7 +301,7 @@ def test_m_step_lambda_maximises_the_bound_at_fixed_phi():
     est = fit(LatentDirichletAllocation(3, max_iter=3, tol=0.0, n_init=1, random_state=0), X)
     c = est._corpus(X)
     alpha, eta = est.doc_topic_prior_, est.topic_word_prior_
-    run = est._start(c, est.components_.copy(), alpha.copy(), eta)
+    run = est._start(c, est.components_.copy(), alpha.copy(), eta, np.random.default_rng(0))
     gamma = run["gamma"].copy()
     elogb = psi(est.components_) - psi(est.components_.sum(1))[:, None]
     elogt = psi(gamma) - psi(gamma.sum(1))[:, None]
@@ -914,3 +914,51 @@ def test_fuzz_bound_at_fitted_state_equals_numpy_elbo(data, D, V, K, learn_prior
     T = est.transform(X)
     assert np.isfinite(T).all()
     np.testing.assert_allclose(T.sum(1), 1.0, rtol=0, atol=1e-14)
+
+
+# ----------------------------------------------------------------------------
+# regressions from the independent review
+# ----------------------------------------------------------------------------
+
+
+def test_a_list_of_equal_length_lists_is_refused_as_ambiguous():
+    rows = [[1, 0, 2], [0, 0, 0], [3, 1, 0]]
+    with pytest.raises(ValueError, match="ambiguous"):
+        LatentDirichletAllocation(2).fit(rows)
+    from models.lda import tokens_to_counts
+    np.testing.assert_array_equal(tokens_to_counts(rows).toarray(), [[1, 1, 1, 0], [3, 0, 0, 0], [1, 1, 0, 1]])
+    dense = LatentDirichletAllocation(2, random_state=0, max_iter=3).fit(np.asarray(rows))
+    assert dense.components_.shape == (2, 3)
+
+
+def test_bound_of_an_empty_document_counts_its_theta_terms():
+    # K=2, V=3, lambda=1, alpha=(.5,.5), eta=1; the empty document's gamma is not alpha
+    est = LatentDirichletAllocation(2)
+    est.components_, est.doc_topic_prior_, est.topic_word_prior_ = np.ones((2, 3)), np.array([0.5, 0.5]), 1.0
+    est.n_features_in_ = 3
+    X = np.array([[1.0, 0.0, 2.0], [0.0, 0.0, 0.0]])
+    gamma = np.array([[2.0, 1.5], [3.0, 7.0]])
+    from scipy.special import gammaln, psi as ps
+    lam, alpha, eta = est.components_, est.doc_topic_prior_, 1.0
+    elogb = ps(lam) - ps(lam.sum(1))[:, None]
+    elogt = ps(gamma) - ps(gamma.sum(1))[:, None]
+    words = sum(X[d, w] * np.log(np.exp(elogt[d] + elogb[:, w]).sum()) for d in range(2) for w in range(3))
+    theta = (gammaln(alpha.sum()) - gammaln(alpha).sum() + ((alpha - gamma) * elogt).sum(1)
+             + gammaln(gamma).sum(1) - gammaln(gamma.sum(1))).sum()
+    topics = 2 * (gammaln(3 * eta) - 3 * gammaln(eta)) + ((eta - lam) * elogb).sum() + gammaln(lam).sum() \
+        - gammaln(lam.sum(1)).sum()
+    np.testing.assert_allclose(est._bound_at(X, gamma), words + theta + topics, rtol=1e-12)
+
+
+def test_digamma_is_accurate_near_the_recurrence_switch():
+    from models.lda import _digamma
+    euler = 0.5772156649015329
+    for n in (1, 2, 6, 7, 10, 11):
+        exact = -euler + sum(1.0 / j for j in range(1, n))
+        assert abs(_digamma(float(n)) - exact) <= 1e-14 * max(1.0, abs(exact)), n
+
+
+@pytest.mark.parametrize("kw", [{"doc_topic_prior": 1e-310}, {"topic_word_prior": 1e300}])
+def test_priors_outside_the_representable_range_are_refused(kw):
+    with pytest.raises(ValueError, match=r"\[1e-100, 1e100\]"):
+        LatentDirichletAllocation(2, **kw).fit(np.eye(3))
