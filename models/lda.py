@@ -1017,7 +1017,25 @@ def emref_oracle(est, X):
     logits0 = elogt0[:, None, :] + elogb0.T[None, :, :]
     phi0 = np.exp(logits0 - logits0.max(-1, keepdims=True))
     phi0 /= phi0.sum(-1, keepdims=True)
-    lam1_ref = eta + np.einsum("dw,dwk->kw", Xd, phi0)
+    stats0 = np.einsum("dw,dwk->kw", Xd, phi0)
+    eta1 = eta
+    if est.learn_priors:
+        # eta maximises K [lnG(V e) - V lnG(e)] + e T, T from lambda = eta + statistics: the root of
+        # the derivative, by scipy's brentq (independent of the model's bisection)
+        from scipy.optimize import brentq
+        lam_a = eta + stats0
+        T = (psi(lam_a) - psi(lam_a.sum(1))[:, None]).sum()
+        Kt, Vt = lam.shape
+
+        def deriv(u):
+            return Kt * Vt * (psi(Vt * np.exp(u)) - psi(np.exp(u))) + T
+        lo, hi = np.log(eta), np.log(eta)
+        while deriv(lo) <= 0:
+            lo -= 2.0
+        while deriv(hi) > 0:
+            hi += 2.0
+        eta1 = float(np.exp(brentq(deriv, lo, hi, xtol=1e-15, rtol=1e-15)))
+    lam1_ref = eta1 + stats0
     grid = np.concatenate([np.logspace(-6, 3, 40), [0.5, 1.0, 5.99, 6.0, 6.01]])
     return [
         ("digamma", np.array([_digamma(x) for x in grid]), psi(grid)),
