@@ -545,6 +545,16 @@ def _gmm_workload(Ours, SkGMM, cfg, repeats, seed):
     return results
 
 
+def _note_model_file(results, module, sha, tag, later, per):
+    """Record the model file's hash at the end of a run and warn if it changed during the run."""
+    results["model_sha256_end"] = _sha256(module.__file__)
+    results["model_file_changed"] = results["model_sha256_end"] != sha
+    if results["model_file_changed"]:
+        _say(f"[{tag}] WARNING: {module.__file__} changed during the run: the in-process timings used the "
+             f"version loaded at the start, the {later} whatever was on disk at the time "
+             f"(hashes per {per} in bench.json)")
+
+
 def _compile_runs(tag, model_file, code, repeats, describe, keys):
     """Run ``code`` in ``repeats`` fresh processes, each with an empty NUMBA_CACHE_DIR; medians of ``keys``."""
     runs = []
@@ -618,12 +628,7 @@ def bench_gmm(module, args, cfg):
     results["workload"] = _gmm_workload(Ours, SkGMM, cfg, repeats, args.seed)
     results["compile"] = _gmm_compile(module, compile_repeats)
     results["fresh"] = _gmm_fresh(module, repeats)
-    results["model_sha256_end"] = _sha256(module.__file__)
-    results["model_file_changed"] = results["model_sha256_end"] != sha
-    if results["model_file_changed"]:
-        _say(f"[gmm] WARNING: {module.__file__} changed during the run: the in-process timings used the "
-             "version loaded at the start, the subprocess phases whatever was on disk at the time "
-             "(hashes per phase in bench.json)")
+    _note_model_file(results, module, sha, "gmm", "subprocess phases", "phase")
 
     rows = []
     for ct, rec in results["workload"]["by_cov"].items():
@@ -1016,12 +1021,7 @@ def bench_hmm(module, args, cfg):
     results["workload"] = _hmm_workloads(module, Peer, cfg, repeats, args.seed)
     results["long"] = _hmm_long(module, Peer, cfg, repeats, args.seed)
     results["compile"] = _hmm_compile(module, compile_repeats)
-    results["model_sha256_end"] = _sha256(module.__file__)
-    results["model_file_changed"] = results["model_sha256_end"] != sha
-    if results["model_file_changed"]:
-        _say(f"[hmm] WARNING: {module.__file__} changed during the run: the in-process timings used the "
-             "version loaded at the start, the compile subprocesses whatever was on disk at the time "
-             "(hashes per run in bench.json)")
+    _note_model_file(results, module, sha, "hmm", "compile subprocesses", "run")
 
     rows = []
     for name, rec in results["workload"]["by_workload"].items():
@@ -1417,12 +1417,7 @@ def bench_lda(module, args, cfg):
                "model_file": module.__file__, "model_sha256_start": sha}
     results["workload"] = _lda_workload(module, Peer, cfg, repeats, args.seed)
     results["compile"] = _lda_compile(module, compile_repeats)
-    results["model_sha256_end"] = _sha256(module.__file__)
-    results["model_file_changed"] = results["model_sha256_end"] != sha
-    if results["model_file_changed"]:
-        _say(f"[lda] WARNING: {module.__file__} changed during the run: the in-process timings used the "
-             "version loaded at the start, the compile subprocesses whatever was on disk at the time "
-             "(hashes per run in bench.json)")
+    _note_model_file(results, module, sha, "lda", "compile subprocesses", "run")
 
     w = results["workload"]
     q = w["quality"]

@@ -12,6 +12,7 @@ tabulate every outcome and pytest can assert ``result.passed`` and show
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -385,6 +386,21 @@ def check_determinism(model, seed, n=None, threads=(1, 2)):
                        float(len(distinct)))
 
 
+def one_sentence_problem(msg):
+    """Why ``msg`` is not one plain sentence (None if it is): one line, ends with . ? or !, no second
+    sentence, under 300 characters, no numba internals."""
+    text = msg.strip()
+    if not text or "\n" in text or not text.endswith((".", "?", "!")):
+        return f"message is not one plain sentence: {msg[:120]!r}"
+    if len(msg) > 300:
+        return f"message is longer than 300 characters: {msg[:120]!r}"
+    if re.search(r"[.!?]\s+[A-Z]", text):
+        return f"message has more than one sentence: {msg[:120]!r}"
+    if "numba" in text.lower() or "nopython" in text.lower():
+        return f"message shows numba internals: {msg[:120]!r}"
+    return None
+
+
 def check_hostile(model, X):
     """Every hostile input gets a one-sentence ValueError/TypeError and leaves the arrays unchanged."""
     if not model.has("emref_hostile"):
@@ -402,12 +418,11 @@ def check_hostile(model, X):
                 warnings.simplefilter("ignore")
                 call()
         except (ValueError, TypeError) as exc:
-            msg = str(exc)
             mod = type(exc).__module__ or ""
             if mod.startswith("numba"):
                 problems.append(f"{name}: a numba {type(exc).__name__}")
-            elif "\n" in msg.strip() or not msg.strip().endswith((".", "?", "!")) or len(msg) > 300:
-                problems.append(f"{name}: message is not one plain sentence: {msg[:120]!r}")
+            elif one_sentence_problem(str(exc)):
+                problems.append(f"{name}: {one_sentence_problem(str(exc))}")
         except Exception as exc:  # noqa: BLE001 - any other type is the failure being checked
             problems.append(f"{name}: raised {type(exc).__name__}, not ValueError/TypeError")
         else:
