@@ -70,6 +70,10 @@ ever built. Per-document bounds are added in document order.
 
 perplexity(X) = exp(-L(X) / N(X)), N(X) = the total word count of X, with L
 the bound of X's documents under the fitted topics (as scikit-learn).
+score/perplexity/transform infer every document afresh from alpha + N_d / K,
+so on the training data score(X) can differ slightly from history_[-1], which
+keeps each document's better of a fresh and a warm start (about 1e-3 of the
+perplexity on the benchmark corpus).
 
 Array shapes
 ------------
