@@ -1678,6 +1678,12 @@ def _speedup_bars(ax, names, ratios, targets, extra_label):
         ax.set_ylim(0, top * 1.15)
 
 
+def _title_tail(w, report):
+    """The common second line of a family's panel title: repeats, threads, quick."""
+    return (f"median of {w['repeats']} repeats, numba threads {report['environment']['numba_num_threads']}"
+            + (" (quick)" if report["quick"] else ""))
+
+
 def _png_gmm(ax, res, report):
     by_cov = res["workload"]["by_cov"]
     names = list(by_cov)
@@ -1687,8 +1693,7 @@ def _png_gmm(ax, res, report):
     w = res["workload"]
     ax.set_ylabel("speed-up: sklearn ms/iter / ours ms/iter")
     ax.set_title(f"GMM EM vs scikit-learn {res['peer_version']}: N={w['n']:,}, D={w['d']}, K={w['k']}, "
-                 f"{w['iters']} it.\nmedian of {w['repeats']} repeats, numba threads "
-                 f"{report['environment']['numba_num_threads']}" + (" (quick)" if report["quick"] else ""),
+                 f"{w['iters']} it.\n" + _title_tail(w, report),
                  fontsize=10)
     ax.legend(loc="upper right", fontsize=8)
 
@@ -1704,8 +1709,7 @@ def _png_hmm(ax, res, report):
     w = res["workload"]
     ax.set_ylabel("speed-up: hmmlearn ms / ours ms")
     ax.set_title(f"HMM EM vs hmmlearn {res['peer_version']} (scaling): {w['n_seq']}x{w['steps']:,} steps, "
-                 f"{w['iters']} it.\nmedian of {w['repeats']} repeats, numba threads "
-                 f"{report['environment']['numba_num_threads']}" + (" (quick)" if report["quick"] else ""),
+                 f"{w['iters']} it.\n" + _title_tail(w, report),
                  fontsize=10)
     ax.legend(loc="upper right", fontsize=8)
 

@@ -401,6 +401,20 @@ def one_sentence_problem(msg):
     return None
 
 
+def assert_monotone(history, what="history_"):
+    """pytest helper: history never falls by more than round-off (check_monotone's rule); < 2 entries pass."""
+    if len(history) < 2:
+        return
+    result = check_monotone(what, history)
+    assert result.passed, result.detail
+
+
+def assert_one_sentence(msg):
+    """pytest helper: msg is one plain sentence (one_sentence_problem's rule)."""
+    problem = one_sentence_problem(msg)
+    assert problem is None, problem
+
+
 def check_hostile(model, X):
     """Every hostile input gets a one-sentence ValueError/TypeError and leaves the arrays unchanged."""
     if not model.has("emref_hostile"):

@@ -141,6 +141,17 @@ def _dot(a, b):
 
 
 @njit(cache=True)
+def _log_dirichlet_norm(alpha):
+    """lnG(sum_k alpha_k) - sum_k lnG(alpha_k), the log normaliser of Dir(alpha)."""
+    out = 0.0
+    total = 0.0
+    for k in range(alpha.shape[0]):
+        out -= math.lgamma(alpha[k])
+        total += alpha[k]
+    return out + math.lgamma(total)
+
+
+@njit(cache=True)
 def _elog_theta(gamma_d, out):
     """out[k] = E log theta_k = psi(gamma_k) - psi(sum_j gamma_j); returns max_k out[k]."""
     K = gamma_d.shape[0]
@@ -241,12 +252,7 @@ def _e_step_kernel(indptr, indices, counts, alpha, eb, ebshift, gamma, start, wa
     """
     D, K = gamma.shape
     n_chunks = (D + DOC_CHUNK - 1) // DOC_CHUNK
-    lgsa = 0.0
-    sa = 0.0
-    for k in range(K):
-        lgsa -= math.lgamma(alpha[k])
-        sa += alpha[k]
-    lgsa += math.lgamma(sa)
+    lgsa = _log_dirichlet_norm(alpha)
     for ch in prange(n_chunks):
         elog = np.empty(K)
         et = np.empty(K)
@@ -290,12 +296,7 @@ def _e_step_kernel(indptr, indices, counts, alpha, eb, ebshift, gamma, start, wa
 def _bound_at_kernel(indptr, indices, counts, alpha, eb, ebshift, gamma, ratio, eth, bound_d):
     """Each document's part of the ELBO at the given gamma (phi = phi*(gamma)), no updates."""
     D, K = gamma.shape
-    lgsa = 0.0
-    sa = 0.0
-    for k in range(K):
-        lgsa -= math.lgamma(alpha[k])
-        sa += alpha[k]
-    lgsa += math.lgamma(sa)
+    lgsa = _log_dirichlet_norm(alpha)
     n_chunks = (D + DOC_CHUNK - 1) // DOC_CHUNK
     for ch in prange(n_chunks):
         elog = np.empty(K)

@@ -30,7 +30,6 @@ history is compared only where the priors are flat.
 """
 
 import itertools
-import re
 import warnings
 
 import hmmlearn.hmm as hh
@@ -41,7 +40,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.special import logsumexp
 
-from harness import checks
+from harness.checks import assert_monotone, assert_one_sentence
 import models.hmm as hmm
 from models.hmm import CategoricalHMM, ConvergenceWarning, GaussianHMM
 
@@ -195,18 +194,6 @@ def fitted_params(est, variant):
     else:
         out["means_"], out["covars_"] = est.means_, est.covars_
     return out
-
-
-def assert_monotone(history, what="history_"):
-    if len(history) < 2:                               # max_iter=0: nothing to compare
-        return
-    result = checks.check_monotone(what, history)      # the harness's rule: 1e-10 relative, no slack
-    assert result.passed, result.detail
-
-
-def assert_one_sentence(msg):
-    problem = checks.one_sentence_problem(msg)         # the harness's rule for hostile-input messages
-    assert problem is None, problem
 
 
 def log_prior(est, variant, **prior):

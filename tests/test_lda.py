@@ -49,7 +49,6 @@ Everything runs on one numba thread (bit-identity across thread counts is the
 harness's business) and on small corpora.
 """
 
-import re
 import warnings
 
 import numba
@@ -64,7 +63,7 @@ from sklearn.base import clone
 from sklearn.decomposition import LatentDirichletAllocation as SkLDA
 from sklearn.decomposition._lda import _dirichlet_expectation_2d
 
-from harness import checks
+from harness.checks import assert_monotone, assert_one_sentence
 import models.lda as lda
 from models.lda import ConvergenceWarning, LatentDirichletAllocation, NotFittedError
 
@@ -167,18 +166,6 @@ def assert_rel(got, want, rtol, what, scale=None):
     scale = abs(want) if scale is None else scale
     err = abs(got - want)
     assert err <= rtol * scale, f"{what}: got {got!r}, want {want!r} (|diff| {err:.3e} > {rtol:.0e} x {scale:.3e})"
-
-
-def assert_monotone(history, what="history_"):
-    if len(history) < 2:                               # max_iter=0: nothing to compare
-        return
-    result = checks.check_monotone(what, history)      # the harness's rule: 1e-10 relative, no slack
-    assert result.passed, result.detail
-
-
-def assert_one_sentence(msg):
-    problem = checks.one_sentence_problem(msg)         # the harness's rule for hostile-input messages
-    assert problem is None, problem
 
 
 def tokens_of(dense):
