@@ -252,10 +252,11 @@ def traced_fit(monkeypatch, est, X):
 @pytest.mark.parametrize("learn_priors", [False, True])
 @pytest.mark.parametrize("n_init", [1, 3])
 def test_bound_rises_across_every_m_step_and_every_e_step(monkeypatch, learn_priors, n_init):
+    # plain EM (overrelax=False): every E-step follows a plain M-step
     X, _ = corpus(5, D=40)
     Xd = X.toarray()
     est = LatentDirichletAllocation(3, learn_priors=learn_priors, max_iter=25, tol=0.0, n_init=n_init,
-                                    init_iter=5, random_state=2)
+                                    init_iter=5, random_state=2, overrelax=False)
     runs = traced_fit(monkeypatch, est, X)
     assert len(runs) == n_init, f"{len(runs)} runs traced, expected {n_init}"
     chains = [[r["after"] for r in run] for run in runs]
@@ -278,6 +279,115 @@ def test_bound_rises_across_every_m_step_and_every_e_step(monkeypatch, learn_pri
                 assert d_new[worst] >= d_old[worst] - 1e-10 * abs(d_old[worst]), \
                     f"run {i}, E-step {t}: document {worst}'s bound fell from {d_old[worst]!r} to {d_new[worst]!r}"
     assert_monotone(est.history_)
+
+
+def traced_overrelaxed_fit(monkeypatch, est, X):
+    """Fit with overrelax=True, recording each iteration's M-step and E-steps: the
+    plain step lambda_em (from a spy on _topic_stats), every lambda an E-step ran
+    at with its bound, and the gammas before and after each E-step."""
+    steps = []
+    stats_orig = LatentDirichletAllocation._topic_stats
+    bound_orig = LatentDirichletAllocation._bound
+    e_orig = LatentDirichletAllocation._e_step
+
+    def stats_spy(self, *a):
+        out = stats_orig(self, *a)
+        steps.append(dict(stats=out.copy(), e_steps=[]))
+        return out
+
+    def bound_spy(self, corpus_, lam, gamma, alpha, eta, eb_pack, warm, rng):
+        old = gamma.copy()
+        out = bound_orig(self, corpus_, lam, gamma, alpha, eta, eb_pack, warm, rng)
+        if steps:
+            steps[-1]["e_steps"].append(dict(kind="fresh", lam=np.array(lam), alpha=np.array(alpha),
+                                             eta=float(eta), old=old, new=gamma.copy(), after=out[0]))
+        return out
+
+    def e_spy(self, corpus_, lam, gamma, alpha, eb_pack, max_doc_iter=None, warm=False, start=None):
+        old = gamma.copy()
+        out = e_orig(self, corpus_, lam, gamma, alpha, eb_pack, max_doc_iter, warm, start)
+        if steps and start is not None and warm and not np.array_equal(start, old) and \
+                inspect_caller() == "_em":
+            steps[-1]["e_steps"].append(dict(kind="fallback", lam=np.array(lam), alpha=np.array(alpha),
+                                             old=old, new=gamma.copy(), start=np.array(start)))
+        return out
+
+    monkeypatch.setattr(LatentDirichletAllocation, "_topic_stats", stats_spy)
+    monkeypatch.setattr(LatentDirichletAllocation, "_bound", bound_spy)
+    monkeypatch.setattr(LatentDirichletAllocation, "_e_step", e_spy)
+    fit(est, X)
+    monkeypatch.undo()
+    return steps
+
+
+def inspect_caller():
+    import inspect
+    return inspect.stack()[2].function
+
+
+@pytest.mark.parametrize("learn_priors", [False, True])
+@pytest.mark.parametrize("growth", [lda.OVERRELAX_GROWTH, 40.0])
+def test_overrelaxed_steps_are_kept_only_when_the_bound_rises(monkeypatch, learn_priors, growth):
+    # overrelax=True: an iteration either keeps lambda_try = lambda (lambda_em / lambda)^s with a
+    # bound >= the previous one, or rejects it and takes lambda_em, whose E-step keeps each
+    # document at a bound >= its bound at its previous gamma. growth=40 forces rejections.
+    monkeypatch.setattr(lda, "OVERRELAX_GROWTH", growth)
+    X, _ = corpus(5, D=40)
+    Xd = X.toarray()
+    est = LatentDirichletAllocation(3, learn_priors=learn_priors, max_iter=25, tol=0.0, n_init=1,
+                                    random_state=2)
+    steps = traced_overrelaxed_fit(monkeypatch, est, X)
+    assert_monotone(est.history_)
+    assert len(steps) == 25
+    kept = rejected = 0
+    lam_prev = None
+    for t, step in enumerate(steps):
+        tries = [e for e in step["e_steps"] if e["kind"] == "fresh"]
+        falls = [e for e in step["e_steps"] if e["kind"] == "fallback"]
+        final = step["e_steps"][-1]
+        eta = tries[-1]["eta"] if tries else None
+        lam_em = eta + step["stats"] if eta is not None else None
+        if lam_prev is not None and len(tries) == 1 and not falls:
+            if np.array_equal(tries[0]["lam"], lam_em):
+                pass                                       # a plain step
+            else:
+                kept += 1
+                assert tries[0]["after"] >= est.history_[t] - 1e-10 * abs(est.history_[t]), \
+                    f"iteration {t + 1}: an over-relaxed step was kept although the bound fell"
+                moved = np.abs(np.log(lam_em / lam_prev)) > 1e-6
+                ratio = np.log(tries[0]["lam"][moved] / lam_prev[moved]) / np.log(lam_em / lam_prev)[moved]
+                fin = np.isfinite(ratio)
+                s = np.median(ratio[fin])
+                assert s > 1.0 and np.allclose(ratio[fin], s, rtol=1e-6), \
+                    f"iteration {t + 1}: lambda_try is not lambda (lambda_em / lambda)^s"
+        if falls:
+            rejected += 1
+            fb = falls[-1]
+            assert len(tries) == 1 and tries[0]["after"] < est.history_[t]
+            np.testing.assert_array_equal(fb["old"], tries[0]["old"],
+                                          err_msg="the fallback E-step must start from the previous gammas")
+            np.testing.assert_array_equal(fb["start"], tries[0]["new"],
+                                          err_msg="the fallback E-step starts from the rejected step's gammas")
+            d_old, _, _ = elbo_terms(Xd, fb["lam"], fb["alpha"], eta, fb["old"])
+            d_new, _, _ = elbo_terms(Xd, fb["lam"], fb["alpha"], eta, fb["new"])
+            assert (d_new >= d_old - 1e-10 * np.abs(d_old)).all(), \
+                f"iteration {t + 1}: a document's bound fell in the fallback E-step"
+        lam_prev = final["lam"]
+    if growth > 10:
+        assert rejected > 0, "no over-relaxed step of 40x was rejected"
+    else:
+        assert kept > 0, "no over-relaxed step was ever kept"
+
+
+def test_overrelaxation_off_is_plain_em_and_on_reaches_a_higher_bound():
+    # overrelax=False runs plain EM (its one-step oracle is in emref_oracle); overrelax=True
+    # takes a different path and, on this corpus, a higher bound after 15 iterations
+    X, _ = corpus(7, D=120, K=4, V=60)
+    plain = fit(LatentDirichletAllocation(4, max_iter=15, tol=0.0, n_init=1, random_state=3,
+                                          overrelax=False), X)
+    over = fit(LatentDirichletAllocation(4, max_iter=15, tol=0.0, n_init=1, random_state=3), X)
+    assert plain.history_[1] == over.history_[1], "the first step is a plain step either way"
+    assert over.history_[-1] > plain.history_[-1]
 
 
 def test_m_step_lambda_maximises_the_bound_at_fixed_phi():
@@ -669,6 +779,8 @@ def _hostile_cases():
         "perplexity of documents without words": lambda: fitted.perplexity(np.zeros((2, V))),
         "top_words with a vocabulary of the wrong length": lambda: fitted.top_words(["a"] * (V - 1)),
         "unknown parameter": lambda: L(3).set_params(learning_rate=0.7),
+        "overrelax not a bool": lambda: L(3, overrelax="yes").fit(X),
+        "learn_priors not a bool": lambda: L(3, learn_priors=1).fit(X),
     }
 
 
@@ -684,7 +796,7 @@ HOSTILE = (
     "topic_word_prior < 0", "topic_word_prior inf", "negative token id", "fractional token id",
     "transform before fit", "score before fit", "perplexity before fit", "top_words before fit",
     "perplexity of documents without words", "top_words with a vocabulary of the wrong length",
-    "unknown parameter",
+    "unknown parameter", "overrelax not a bool", "learn_priors not a bool",
 )
 
 
@@ -762,8 +874,8 @@ def test_get_params_set_params_round_trip():
                                     random_state=9, n_init=2, init_iter=3, verbose=0)
     params = est.get_params()
     assert params == dict(n_components=4, doc_topic_prior=0.2, topic_word_prior=0.05, max_iter=7, tol=1e-6,
-                          max_doc_update_iter=50, mean_change_tol=1e-4, learn_priors=True, random_state=9,
-                          n_init=2, init_iter=3, verbose=0)
+                          max_doc_update_iter=50, mean_change_tol=1e-4, learn_priors=True, overrelax=True,
+                          random_state=9, n_init=2, init_iter=3, verbose=0)
     copy = LatentDirichletAllocation().set_params(**params)
     assert copy.get_params() == params
     assert clone(est).get_params() == params
