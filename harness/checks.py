@@ -145,11 +145,16 @@ def _same(a, b):
 def alignment(model, truth, params):
     """Permutation ``perm`` such that estimated label ``perm[j]`` is true label j.
 
+    A model whose ``emref_label_axes`` gives ``()`` for every parameter has no
+    latent labels; the permutation is then empty and nothing is permuted.
+
     The cost of matching true label j with estimated label k is, unless the
     model supplies ``emref_align_cost``, the squared distance between their
     slices along the first label axis of every label-indexed parameter.
     Hungarian matching (scipy's linear_sum_assignment) minimises the total.
     """
+    if not any(model.label_axes().values()):
+        return np.zeros(0, dtype=int)       # no latent labels (e.g. EM imputation): nothing to permute
     if model.has("emref_align_cost"):
         cost = np.asarray(model.module.emref_align_cost(model.variant, truth, params), dtype=float)
     else:

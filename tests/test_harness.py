@@ -347,3 +347,33 @@ def test_cli_reports_a_model_that_raises_as_a_failed_row(tmp_path):
     assert out.returncode == 1, out.stdout + out.stderr
     assert "raised RuntimeError: no estimator today" in out.stdout
     assert (tmp_path / "report" / "index.html").exists()
+
+
+# -- the imputer (models/impute.py): an M-step without the conditional covariances --
+
+def test_oracle_catches_an_imputer_m_step_without_conditional_covariances():
+    # the plug-in covariance of the filled-in data: the one-EM-step oracle sees
+    # the missing sum of C_i directly
+    result = checks.check_oracle(checks.fit_case(broken("impute_plugin"), 0))
+    assert not result.passed and "em_step_covariance" in result.detail
+
+
+def test_mle_and_monotone_catch_the_imputer_plug_in_covariance():
+    # its fixed point is not the MLE (below the truth's objective), and the
+    # steps are not EM steps (the objective falls)
+    fit = checks.fit_case(broken("impute_plugin"), 0)
+    assert not checks.check_mle(fit).passed
+    result = checks.check_monotone(fit.model.id, fit.est.history_)
+    assert not result.passed and "fell" in result.detail
+
+
+def test_a_model_without_latent_labels_is_not_permuted():
+    # the imputer's parameters have no label axes: alignment is empty and aligned() is the identity
+    model = next(m for m in discover() if m.id == "impute-mcar")
+    truth = model.module.emref_truth(model.variant, np.random.default_rng(0))
+    params = {k: np.asarray(v) + 0.01 for k, v in truth.items()}
+    assert checks.alignment(model, truth, params).size == 0
+    out = checks.aligned(model, truth, params)
+    for name, value in params.items():
+        np.testing.assert_array_equal(out[name], value)
+    assert checks.recovery_error(model, truth, params) > 0
