@@ -129,7 +129,7 @@ held out; every fit sees the other 90% (CSR float64 counts).
   ``n_iter_ == 10``. Both do 10 M-steps and at least 11 E-steps: ours'
   history_[0] is an E-step at the start, scikit-learn's fit ends with an
   E-step for its ``bound_``. Ours runs with its default ``overrelax=True``
-  (over-relaxed M-steps): an over-relaxed step whose bound does not rise is
+  (over-relaxed M-steps): an over-relaxed step whose bound falls is
   replaced by the plain step, which costs one more, short, E-step inside the
   same iteration; the timing includes it.
 * Held-out quality: each library's own ``perplexity()`` of the held-out
@@ -150,7 +150,8 @@ held out; every fit sees the other 90% (CSR float64 counts).
   fits with ``random_state`` seed+1..seed+3 (untimed) and reports the
   medians, ranges and in how many starts ours was lower; the quality target
   uses those medians. The same starts are also fitted by ours with
-  ``overrelax=False`` (plain batch EM, scikit-learn's algorithm), reported
+  ``overrelax=False`` (plain batch EM: scikit-learn's updates with ours'
+  monotone E-step), reported
   without a target, to show what the over-relaxed steps contribute.
 * Training perplexity: scikit-learn's ``perplexity(X_train)`` (equal to its
   ``bound_``) and ours' ``perplexity(X_train)``, plus ours' exp(-history_[-1] /
@@ -1129,7 +1130,7 @@ def _lda_maker(who, Ours, Peer, k, alpha, eta, max_iter, random_state):
     perplexity inside the loop). Ours: n_init=1 (one random start, as
     scikit-learn; ours defaults to 4 screened starts), tol=0 (exactly
     max_iter iterations). "ours-plain": ours with overrelax=False (plain
-    batch variational EM, scikit-learn's algorithm).
+    batch variational EM: scikit-learn's updates with ours' monotone E-step).
     """
     if who == "sklearn":
         return lambda: Peer(n_components=k, doc_topic_prior=alpha, topic_word_prior=eta,
@@ -1240,8 +1241,6 @@ def _lda_workload(module, Peer, cfg, repeats, seed):
     results["quality"] = {
         "heldout_perplexity": held,
         "heldout_rel_diff_ours_vs_sklearn": held["ours"] / held["sklearn"] - 1.0,
-        "heldout_rule": f"ours <= sklearn * (1 + {LDA_HELDOUT_RTOL:g})",
-        "heldout_passed": bool(held["ours"] <= held["sklearn"] * (1.0 + LDA_HELDOUT_RTOL)),
         "train_perplexity": train,
         "sklearn_bound_": float(sk.bound_),
         "sklearn_bound_vs_perplexity_rel_diff": abs(float(sk.bound_) / train["sklearn"] - 1.0),
@@ -1502,8 +1501,9 @@ def bench_lda(module, args, cfg):
 
 def impute_data(rng, n, d, missing):
     """(X_full, X_missing, mean, cov): n rows of N(mean, cov) and a copy with each cell NaN with
-    probability ``missing`` (MCAR). cov = B B^T + diag(psi) with 3 factors (correlations of
-    about 0.2-0.7, so the observed columns predict the missing ones), rescaled to unit variances."""
+    probability ``missing`` (MCAR). cov = B B^T + diag(psi) with 3 factors, rescaled to unit
+    variances (correlations of either sign, mostly within -0.7..0.7, so the observed columns
+    predict the missing ones)."""
     mean = rng.normal(0.0, 1.0, size=d)
     B = rng.normal(0.0, 1.0, size=(d, 3))
     cov = B @ B.T + np.diag(rng.uniform(0.3, 1.0, size=d))

@@ -282,10 +282,13 @@ def test_bound_rises_across_every_m_step_and_every_e_step(monkeypatch, learn_pri
 
 
 def traced_overrelaxed_fit(monkeypatch, est, X):
-    """Fit with overrelax=True, recording each iteration's M-step and E-steps: the
-    plain step lambda_em (from a spy on _topic_stats), every lambda an E-step ran
-    at with its bound, and the gammas before and after each E-step."""
+    """Fit, recording each iteration's M-step and E-steps: the statistics of
+    the M-step (from a spy on _topic_stats), every E-step run through _bound
+    ("fresh": lambda, priors, gammas before and after, the bound) and every
+    E-step that _em runs directly ("fallback": the plain step after a
+    rejected over-relaxed one, with its lambda, gammas and starts)."""
     steps = []
+    inside = []
     stats_orig = LatentDirichletAllocation._topic_stats
     bound_orig = LatentDirichletAllocation._bound
     e_orig = LatentDirichletAllocation._e_step
@@ -297,7 +300,11 @@ def traced_overrelaxed_fit(monkeypatch, est, X):
 
     def bound_spy(self, corpus_, lam, gamma, alpha, eta, eb_pack, warm, rng):
         old = gamma.copy()
-        out = bound_orig(self, corpus_, lam, gamma, alpha, eta, eb_pack, warm, rng)
+        inside.append(True)
+        try:
+            out = bound_orig(self, corpus_, lam, gamma, alpha, eta, eb_pack, warm, rng)
+        finally:
+            inside.pop()
         if steps:
             steps[-1]["e_steps"].append(dict(kind="fresh", lam=np.array(lam), alpha=np.array(alpha),
                                              eta=float(eta), old=old, new=gamma.copy(), after=out[0]))
@@ -306,28 +313,48 @@ def traced_overrelaxed_fit(monkeypatch, est, X):
     def e_spy(self, corpus_, lam, gamma, alpha, eb_pack, max_doc_iter=None, warm=False, start=None):
         old = gamma.copy()
         out = e_orig(self, corpus_, lam, gamma, alpha, eb_pack, max_doc_iter, warm, start)
-        if steps and start is not None and warm and not np.array_equal(start, old) and \
-                inspect_caller() == "_em":
+        if steps and not inside:            # called by _em itself, not through _bound
             steps[-1]["e_steps"].append(dict(kind="fallback", lam=np.array(lam), alpha=np.array(alpha),
-                                             old=old, new=gamma.copy(), start=np.array(start)))
+                                             old=old, new=gamma.copy(), start=np.array(start), warm=warm))
         return out
 
-    monkeypatch.setattr(LatentDirichletAllocation, "_topic_stats", stats_spy)
-    monkeypatch.setattr(LatentDirichletAllocation, "_bound", bound_spy)
-    monkeypatch.setattr(LatentDirichletAllocation, "_e_step", e_spy)
-    fit(est, X)
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        m.setattr(LatentDirichletAllocation, "_topic_stats", stats_spy)
+        m.setattr(LatentDirichletAllocation, "_bound", bound_spy)
+        m.setattr(LatentDirichletAllocation, "_e_step", e_spy)
+        fit(est, X)
     return steps
 
 
-def inspect_caller():
-    import inspect
-    return inspect.stack()[2].function
+def classify(steps, history):
+    """Per iteration: ("plain" | "kept" | "rejected", s, record) with s the over-relaxation
+    step of a tried lambda (log lambda_try - log lambda = s (log lambda_em - log lambda))."""
+    out = []
+    lam_prev = None
+    for t, step in enumerate(steps):
+        tries = [e for e in step["e_steps"] if e["kind"] == "fresh"]
+        falls = [e for e in step["e_steps"] if e["kind"] == "fallback"]
+        assert len(tries) == 1 and len(falls) <= 1, f"iteration {t + 1}: {len(tries)} tries, {len(falls)} fallbacks"
+        lam_em = tries[0]["eta"] + step["stats"]
+        if np.array_equal(tries[0]["lam"], lam_em):
+            assert not falls
+            out.append(("plain", 1.0, tries[0]))
+        else:
+            moved = np.abs(np.log(lam_em / lam_prev)) > 1e-6
+            ratio = np.log(tries[0]["lam"][moved] / lam_prev[moved]) / np.log(lam_em / lam_prev)[moved]
+            s = float(np.median(ratio))
+            np.testing.assert_allclose(ratio, s, rtol=1e-6,
+                                       err_msg=f"iteration {t + 1}: lambda_try is not lambda (lambda_em / lambda)^s")
+            out.append(("rejected" if falls else "kept", s, falls[0] if falls else tries[0]))
+            if falls:
+                np.testing.assert_array_equal(falls[0]["lam"], lam_em, err_msg="the fallback is the plain step")
+        lam_prev = out[-1][2]["lam"]
+    return out
 
 
 @pytest.mark.parametrize("learn_priors", [False, True])
 @pytest.mark.parametrize("growth", [lda.OVERRELAX_GROWTH, 40.0])
-def test_overrelaxed_steps_are_kept_only_when_the_bound_rises(monkeypatch, learn_priors, growth):
+def test_overrelaxed_steps_are_kept_only_when_the_bound_does_not_fall(monkeypatch, learn_priors, growth):
     # overrelax=True: an iteration either keeps lambda_try = lambda (lambda_em / lambda)^s with a
     # bound >= the previous one, or rejects it and takes lambda_em, whose E-step keeps each
     # document at a bound >= its bound at its previous gamma. growth=40 forces rejections.
@@ -338,56 +365,100 @@ def test_overrelaxed_steps_are_kept_only_when_the_bound_rises(monkeypatch, learn
                                     random_state=2)
     steps = traced_overrelaxed_fit(monkeypatch, est, X)
     assert_monotone(est.history_)
-    assert len(steps) == 25
-    kept = rejected = 0
-    lam_prev = None
-    for t, step in enumerate(steps):
-        tries = [e for e in step["e_steps"] if e["kind"] == "fresh"]
-        falls = [e for e in step["e_steps"] if e["kind"] == "fallback"]
-        final = step["e_steps"][-1]
-        eta = tries[-1]["eta"] if tries else None
-        lam_em = eta + step["stats"] if eta is not None else None
-        if lam_prev is not None and len(tries) == 1 and not falls:
-            if np.array_equal(tries[0]["lam"], lam_em):
-                pass                                       # a plain step
-            else:
-                kept += 1
-                assert tries[0]["after"] >= est.history_[t] - 1e-10 * abs(est.history_[t]), \
-                    f"iteration {t + 1}: an over-relaxed step was kept although the bound fell"
-                moved = np.abs(np.log(lam_em / lam_prev)) > 1e-6
-                ratio = np.log(tries[0]["lam"][moved] / lam_prev[moved]) / np.log(lam_em / lam_prev)[moved]
-                fin = np.isfinite(ratio)
-                s = np.median(ratio[fin])
-                assert s > 1.0 and np.allclose(ratio[fin], s, rtol=1e-6), \
-                    f"iteration {t + 1}: lambda_try is not lambda (lambda_em / lambda)^s"
-        if falls:
-            rejected += 1
-            fb = falls[-1]
-            assert len(tries) == 1 and tries[0]["after"] < est.history_[t]
-            np.testing.assert_array_equal(fb["old"], tries[0]["old"],
-                                          err_msg="the fallback E-step must start from the previous gammas")
-            np.testing.assert_array_equal(fb["start"], tries[0]["new"],
+    kinds = classify(steps, est.history_)
+    assert len(kinds) == 25
+    h = est.history_
+    for t, (kind, s, rec) in enumerate(kinds):
+        # the step schedule: plain first, s = growth after a plain step, s *= growth after a kept
+        # step whose bound rose (at most OVERRELAX_MAX_STEP), a plain step after a rejection
+        prev = kinds[t - 1] if t else None
+        if prev is None or prev[0] == "rejected":
+            assert kind == "plain", f"iteration {t + 1}: {kind} after {prev and prev[0]}"
+        elif prev[0] == "plain":
+            # (plain again only when lambda_try would leave the range a plain step can reach, x1000)
+            assert kind == "plain" or s == pytest.approx(growth, rel=1e-6)
+        elif prev[0] == "kept" and h[t] > h[t - 1]:
+            assert kind == "plain" or s == pytest.approx(min(prev[1] * growth, lda.OVERRELAX_MAX_STEP), rel=1e-6)
+        if kind == "kept":
+            assert rec["after"] >= h[t], f"iteration {t + 1}: an over-relaxed step was kept although the bound fell"
+            assert h[t + 1] == rec["after"], "history_ is the kept step's bound"
+        if kind == "rejected":
+            tried = [e for e in steps[t]["e_steps"] if e["kind"] == "fresh"][0]
+            assert tried["after"] < h[t] and rec["warm"]
+            np.testing.assert_array_equal(rec["old"], tried["old"],
+                                          err_msg="the fallback E-step must compare with the previous gammas")
+            np.testing.assert_array_equal(rec["start"], tried["new"],
                                           err_msg="the fallback E-step starts from the rejected step's gammas")
-            d_old, _, _ = elbo_terms(Xd, fb["lam"], fb["alpha"], eta, fb["old"])
-            d_new, _, _ = elbo_terms(Xd, fb["lam"], fb["alpha"], eta, fb["new"])
+            d_old, _, _ = elbo_terms(Xd, rec["lam"], rec["alpha"], tried["eta"], rec["old"])
+            d_new, _, _ = elbo_terms(Xd, rec["lam"], rec["alpha"], tried["eta"], rec["new"])
             assert (d_new >= d_old - 1e-10 * np.abs(d_old)).all(), \
                 f"iteration {t + 1}: a document's bound fell in the fallback E-step"
-        lam_prev = final["lam"]
+            st = at_state(rec["lam"], rec["alpha"], tried["eta"])
+            assert_rel(h[t + 1], st._bound_at(X, rec["new"]), 1e-12, "history_ after a rejected step")
+    counts = {k: sum(1 for c in kinds if c[0] == k) for k in ("plain", "kept", "rejected")}
     if growth > 10:
-        assert rejected > 0, "no over-relaxed step of 40x was rejected"
+        assert counts["rejected"] > 0, f"no over-relaxed step of 40x was rejected: {counts}"
     else:
-        assert kept > 0, "no over-relaxed step was ever kept"
+        assert counts["kept"] > 0, f"no over-relaxed step was ever kept: {counts}"
 
 
-def test_overrelaxation_off_is_plain_em_and_on_reaches_a_higher_bound():
-    # overrelax=False runs plain EM (its one-step oracle is in emref_oracle); overrelax=True
+def test_overrelaxation_off_is_plain_em_and_on_reaches_a_higher_bound(monkeypatch):
+    # overrelax=False: every iteration is one plain step (lambda_em, one E-step); overrelax=True
     # takes a different path and, on this corpus, a higher bound after 15 iterations
     X, _ = corpus(7, D=120, K=4, V=60)
-    plain = fit(LatentDirichletAllocation(4, max_iter=15, tol=0.0, n_init=1, random_state=3,
-                                          overrelax=False), X)
+    plain = LatentDirichletAllocation(4, max_iter=15, tol=0.0, n_init=1, random_state=3, overrelax=False)
+    kinds = classify(traced_overrelaxed_fit(monkeypatch, plain, X), plain.history_)
+    assert [k for k, _, _ in kinds] == ["plain"] * 15
     over = fit(LatentDirichletAllocation(4, max_iter=15, tol=0.0, n_init=1, random_state=3), X)
     assert plain.history_[1] == over.history_[1], "the first step is a plain step either way"
     assert over.history_[-1] > plain.history_[-1]
+
+
+def test_only_a_plain_step_can_converge(monkeypatch):
+    # with a tol so loose that any gain passes, fit must still stop on a plain step: a kept
+    # over-relaxed step's small gain says nothing about convergence
+    X, _ = corpus(5, D=40)
+    for seed in range(4):
+        est = LatentDirichletAllocation(3, max_iter=60, tol=0.5, n_init=1, random_state=seed)
+        kinds = classify(traced_overrelaxed_fit(monkeypatch, est, X), est.history_)
+        assert est.converged_ and kinds[-1][0] in ("plain", "rejected"), [k for k, _, _ in kinds]
+
+
+@pytest.mark.parametrize("learn_priors", [False, True])
+def test_em_continues_from_a_saved_state_bit_for_bit(learn_priors):
+    # the run state (including the over-relaxation step) carries across _em calls, as in the
+    # n_init screening: 4 + 7 iterations equal 11
+    X, _ = corpus(5, D=40)
+    est = LatentDirichletAllocation(3, learn_priors=learn_priors, tol=0.0, n_init=1, random_state=4)
+    est._check_hyperparameters()
+    c = est._corpus(X, fitting=True)
+    lam0 = np.random.default_rng(1).gamma(100.0, 0.01, size=(3, c.V))
+
+    def start():
+        return est._start(c, lam0.copy(), np.full(3, 1 / 3), 1 / 3, np.random.default_rng(2))
+    whole = est._em(c, start(), 11)
+    part = est._em(c, est._em(c, start(), 4), 7)
+    np.testing.assert_array_equal(whole["history"], part["history"])
+    np.testing.assert_array_equal(whole["lam"], part["lam"])
+    assert whole["step"] == part["step"]
+
+
+def test_bound_of_documents_with_tiny_word_norms():
+    # _doc_bound takes the logs of words seen once from a running product, rescaled when it
+    # leaves [1e-200, 1e200], and words with a norm <= 1e-100 take their own log: documents
+    # of 999 singletons whose norms are ~1e-8 (many rescales) and ~1e-110 (own logs), against
+    # the ELBO in plain numpy
+    V = 1002
+    lam = np.full((2, V), 0.01)
+    lam[0, :1000] = 50.0
+    lam[1, 1000:] = 50.0
+    X = sp.csr_matrix(np.vstack([np.r_[np.ones(999), 0.0, 3.0, 0.0], np.r_[np.ones(999), 0.0, 1.0, 2.0]]))
+    for alpha, g0 in ((0.1, 0.1), (0.004, 0.004)):
+        a = np.full(2, alpha)
+        gamma = np.array([[g0, 1000.0], [g0, 1500.0]])
+        est = at_state(lam, a, 0.05)
+        docs, topic, scale = elbo_terms(X, lam, a, 0.05, gamma)
+        assert_rel(est._bound_at(X, gamma), docs.sum() + topic, 1e-10, f"bound with alpha {alpha}", scale)
 
 
 def test_m_step_lambda_maximises_the_bound_at_fixed_phi():
