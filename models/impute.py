@@ -27,9 +27,9 @@ Prior (the ridge)
 -----------------
     log p(Sigma) = -1/2 tr(Lambda Sigma^{-1}),   Lambda = ridge * diag(s_1^2, .., s_D^2)
 
-with s_d^2 the variance of the observed values of column d (if that is 0,
-i.e. fewer than two distinct values, their mean square, and if that is 0
-too, 1). It is the inverse-Wishart density with scale matrix Lambda in the
+with s_d^2 the variance of the observed values of column d (if they have
+fewer than two distinct values, their value squared, and if that is 0, 1).
+It is the inverse-Wishart density with scale matrix Lambda in the
 (improper) limit of -(D + 1) degrees of freedom, i.e. Lambda added to the
 scatter with the normaliser n of the maximum-likelihood M-step, not n plus a
 prior count; no additive constant is included (an improper prior has none,
@@ -47,10 +47,44 @@ Default ridge = 1e-6. It changes a well-posed fit by Lambda / n_obs, a
 relative 1e-6 / n_obs of each variance: invisible next to the sampling
 error, of relative size 1 / sqrt(n_obs). It keeps rank-deficient data (fewer
 rows than columns, a constant column, collinear columns) positive definite,
-with a condition number (in standardised units) of at most about
-D n_obs / ridge, far inside float64; such data take the accurate direct
-route below. ``ridge=0`` gives the plain MLE, and fit raises ValueError when
-the covariance is then singular.
+with kappa (the condition number of the correlation matrix, below) of at
+most about D n_obs / ridge. Such data take the direct route below, but
+floating point still limits them: the objective and the conditional moments
+carry a relative round-off of up to about D eps kappa (measured far less:
+on n = 20,000 rows, D = 6, with exactly collinear columns and 30% missing,
+kappa = 4.8e10, history_ fell by up to 7e-8 relative near convergence,
+against D eps kappa = 6e-5), so history_ may fall by that much, and with a
+tight tol the iteration at which EM stops is then decided by round-off; such
+falls are below the fall detector's threshold (Convergence) and are not
+reported. Raise ridge for a better-conditioned fit. ``ridge=0`` gives the
+plain MLE, which fit refuses with a ValueError as soon as an iterate has
+kappa > 1 / (1e3 D eps) (about 1e12 / D, where the round-off D eps kappa
+reaches 1e-3): collinear or constant columns, or too few rows, make the MLE
+singular, and EM's iterates then approach it (their log-likelihood grows
+without bound), so they cross that line instead of converging.
+``ridge`` must be at most 1e300 (beyond, the prior's terms overflow).
+
+Units
+-----
+fit standardises the columns internally: column d is divided by 2^k_d, the
+power of two within a factor sqrt(2) of s_d, an exact operation (no
+rounding); EM runs on the standardised data, and the estimates are scaled
+back (again exactly). The columns are not centred: the E-step's statistics
+are centred on the current mean anyway. transform, score and sample divide by
+the powers of two nearest the fitted standard deviations, objective by those
+of fit (so that it reproduces history_ bit for bit). Standardising keeps every
+square and product in range at any scale of X and makes the route choice and
+the fall detector below independent of the units. The objective is reported
+in the units of X: with x = 2^k z per column,
+
+    l_x(theta) = l_z(theta_z) - sum_i sum_{d in o_i} k_d log 2,
+
+a constant added exactly once (history_, objective, score_samples). A column
+whose spread s_d (standard deviation, or the value of a constant column) is
+below 1e-150 is refused, the mirror of the 1e150 limit on |x|: its variance
+would not fit in float64. fit also refuses an estimate whose covariance or
+precision does not fit in float64 in the units of X (which only a constant
+column near that limit can cause).
 
 Objective
 ---------
@@ -77,10 +111,12 @@ LeVeque 1983), over the n_obs rows with at least one observed cell:
 
     S1 = sum_i (xhat_i - c),   S2 = sum_i (xhat_i - c)(xhat_i - c)^T,   CS = sum_i C_i,
 
-and l(theta). Rows are sorted by missingness pattern once per fit, so a
-pattern's factorisation is computed once per chunk and iteration and shared
-by its rows (the rows of a pattern that straddles a chunk boundary pay once
-per chunk).
+and l(theta) (S2 and CS are accumulated together, as S2 + CS: the M-step
+needs only their sum). Rows are sorted by missingness pattern once per fit,
+so a pattern's factorisation is computed once per chunk and iteration and
+shared by its rows (the rows of a pattern that straddles a chunk boundary pay
+once per chunk), and C_p is added to CS once per pattern and chunk, weighted
+by the pattern's row count in the chunk.
 
 Two routes to the same conditional distribution. With the precision matrix
 Q = Sigma^{-1} (from one Cholesky factorisation Sigma = L L^T per iteration)
@@ -96,10 +132,16 @@ xhat_im - mu_m = V^T L_o^{-1} r_io. Per pattern the precision route costs
 about m^3 / 2 operations and the direct one o^3 / 6 + o^2 m / 2 + o m^2 / 2;
 per row D m + m^2 and o^2 / 2 + o m. The choice, per pattern:
 
-* cond_1(Sigma) = ||Sigma||_1 ||Q||_1 <= 1e6 (computed once per iteration):
-  the smaller block, i.e. the precision route when m <= o (the common case:
-  20% missing leaves m ~ D / 5), the direct route otherwise;
-* cond_1(Sigma) > 1e6: the direct route for every pattern.
+* kappa <= 1e6: the smaller block, i.e. the precision route when m <= o
+  (the common case: 20% missing leaves m ~ D / 5), the direct route otherwise;
+* kappa > 1e6: the direct route for every pattern;
+
+with kappa = ||R||_1 ||R^{-1}||_1 the 1-norm condition number of the
+correlation matrix R = S^{-1/2} Sigma S^{-1/2}, S = diag(Sigma) (R^{-1} =
+S^{1/2} Q S^{1/2}; computed once per iteration). It does not depend on the
+units of the columns, and in the standardised units the kernels work in
+(Units), whose Sigma has a diagonal within a factor of about 2 of 1,
+cond(Sigma) is within a small factor of it.
 
 Why: measured against exact rational arithmetic (tests/test_impute.py, D = 6,
 cond(Sigma) up to 1e8), the direct route's conditional means and covariances
@@ -126,7 +168,10 @@ The statistics are accumulated within fixed chunks of CHUNK sorted rows
 (``prange`` over chunks); within a chunk, S2 and the Mahalanobis terms are
 computed over blocks of BLOCK rows held transposed, so the inner loops run
 over rows and vectorise. The chunk partials are added in chunk order, so the
-results are bit-identical for any number of numba threads. With a single
+results are bit-identical for any number of numba threads. Memory: the
+partials take about D^2 / 2 numbers per chunk (CHUNK rows), i.e. 1 / (2 CHUNK)
+of X's size per column of X; each running chunk allocates its own O(D^2)
+scratch, freed when it ends. With a single
 chunk (n <= CHUNK) the kernels run on one numba thread (the results are the
 same). No LAPACK (so no threaded BLAS) is called in the EM loop: the D x D
 factorisation and the pattern factorisations are small serial loops.
@@ -148,14 +193,18 @@ them (xhat = mu, C = Sigma) would only slow EM down.
 
 Convergence
 -----------
-After each iteration, with change = F_new - F_old:
+After each iteration, with change = F_new - F_old computed in the
+standardised units (Units; history_ differs from those F by one constant,
+so its steps are these changes up to the round-off of adding it, eps
+|history_|):
 
 * change < -rho s, where s is the scale of the sum (the mean over rows of
   1/2 (|o_i| log 2 pi + |log det Sigma_oo| + r^T Sigma_oo^{-1} r), plus
-  1/2 tr(Lambda Sigma^{-1}) / n_samples) and rho = max(1e-10, D kappa eps)
-  with kappa = cond_1(Sigma) (a log-density through a factorisation loses
-  about that much): a fall EM cannot make. It is never convergence; fit
-  counts such falls and warns once.
+  1/2 tr(Lambda Sigma^{-1}) / n_samples, in standardised units) and
+  rho = max(1e-10, D kappa eps) with kappa the scaled condition number
+  above (a log-density through a factorisation loses about that much): a
+  fall EM cannot make. It is never convergence; fit counts such falls and
+  warns once. Smaller falls are round-off and pass silently.
 * otherwise, converged when tol > 0 and |change| < tol u, with
   u = 1/2 (1 + log 2 pi) (number of observed cells) / n_samples, the
   objective's magnitude for independent standardised columns. The rule is
@@ -176,12 +225,15 @@ correlation). ``mean_init`` / ``covariance_init`` override it.
 
 Inputs and fitted state
 -----------------------
-X must be numeric (strings are refused), with NaN (or None) for a missing
-cell; infinity is refused, as is |x| > 1e150 (squares would overflow). fit
-needs at least one observed value in every column (a column with none has
-no information about its mean); a row with no observed value is allowed and
-is filled with mu. The caller's array is never written; transform returns a
-new float64 array with the observed cells copied bit for bit. Multiple
+X must be numeric (strings, dates and time spans are refused), with NaN (or
+None) for a missing cell; infinity is refused, as is |x| > 1e150 (squares
+would overflow), and fit and objective refuse a column whose spread is
+below 1e-150 (Units). fit needs at least one observed value in every column
+(a column with none has no information about its mean); a row with no
+observed value is allowed and is filled with mu. A fit that raises leaves
+the estimator's fitted state as it was (the previous fit's, or none). The
+caller's array is never written; transform returns a new float64 array with
+the observed cells copied bit for bit. Multiple
 imputation: ``sample(X, n_draws)`` draws the missing cells from their
 conditional distribution N(xhat_im, C_i) at the fitted parameters (random
 numbers from numpy's default_rng; the parameters are not redrawn, so this is
@@ -230,14 +282,22 @@ BLOCK = 64
 # over the rows of a block.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 _LOG_2PI = math.log(2.0 * math.pi)
+_LN2 = math.log(2.0)
 # Largest accepted |x|: squares reach 1e300, leaving room for the sums.
 _MAX_ABS = 1e150
+# Smallest accepted spread of a column (module docstring, "Units"): the
+# covariance, down to 1e-300, must fit in float64 (the mirror of _MAX_ABS).
+_MIN_SPREAD = 1e-150
+# Largest accepted ridge: in standardised units the prior adds at most
+# 2 ridge to a variance and 1/2 ridge D to the objective's scale at the start.
+_MAX_RIDGE = 1e300
 _EPS = np.finfo(np.float64).eps
-# The precision route serves a pattern only while cond_1(Sigma) <= this: its
-# conditional means and covariances lose about 1e-2 eps cond(Sigma) relative
-# (measured against exact rational arithmetic in tests/test_impute.py), i.e.
-# at most ~2e-12 here; beyond, every pattern takes the direct route, whose
-# error stays near eps sqrt(cond) (4e-14 at cond 1e8).
+# The precision route serves a pattern only while kappa <= this (kappa: the
+# 1-norm condition number of the correlation matrix, _factor): its conditional
+# means and covariances lose about 1e-2 eps kappa relative (measured against
+# exact rational arithmetic in tests/test_impute.py), i.e. at most ~2e-12
+# here; beyond, every pattern takes the direct route, whose error stays near
+# eps sqrt(kappa) (4e-14 at 1e8).
 _PRECISION_MAX_COND = 1e6
 
 
@@ -255,8 +315,11 @@ def _cholesky_lower(A, k, dinv):
     written, strict upper triangle zeroed) and dinv[j] = 1 / L[j, j].
 
     Returns log det A = 2 sum_j log L[j, j], or NaN if A is not positive definite.
-    The logarithm is taken of running products (rescaled before they leave
-    [1e-100, 1e100]), not of every pivot.
+    The logarithm is taken of running products of the pivots, not of every
+    pivot; a pivot outside [1e-100, 1e100] is logged on its own, and the
+    product is logged and reset once it leaves [1e-100, 1e100], so it is only
+    ever multiplied by a pivot in that range and stays within [1e-200, 1e200]
+    (no overflow or underflow, whatever the pivots).
     """
     ld = 0.0
     prod = 1.0
@@ -271,11 +334,14 @@ def _cholesky_lower(A, k, dinv):
         A[j, j] = ljj
         r = 1.0 / ljj
         dinv[j] = r
-        # log det: prod_j L[j, j]^2 = prod_j s_j
-        prod *= s
-        if prod > 1e100 or prod < 1e-100:
-            ld += math.log(prod)
-            prod = 1.0
+        # log det = sum_j log s_j  (s_j = L[j, j]^2)
+        if s > 1e100 or s < 1e-100:
+            ld += math.log(s)
+        else:
+            prod *= s
+            if prod > 1e100 or prod < 1e-100:
+                ld += math.log(prod)
+                prod = 1.0
         # L[i, j] = (A[i, j] - sum_{t<j} L[i, t] L[j, t]) / L[j, j],  i > j
         for i in range(j + 1, k):
             s = A[i, j]
@@ -405,54 +471,61 @@ def _factor_pattern(p, m_ptr, m_idx, o_ptr, o_idx, Sigma, Q, logdet_sigma, want_
 
 @njit(cache=True, parallel=True, fastmath=_FASTMATH)
 def _e_step_kernel(Xs, pat, m_ptr, m_idx, o_ptr, o_idx, centre, Sigma, Q, W, logdet_sigma, rule,
-                   want_stats, want_ll, want_fill, want_cov, z, z_off, orig, work, mats,
-                   pS1, pS2, pC, pConst, pAbs, status, ll_out, fill_out, cov_out, draws_out):
-    """One pass over the sorted rows Xs (n_rows, D; missing cells hold anything finite).
+                   want_stats, want_ll, want_fill, want_cov, z, z_off, orig, scale, log_scale,
+                   pS1, pS2, pConst, pAbs, status, ll_out, fill_out, cov_out, draws_out):
+    """One pass over the sorted, standardised rows Xs (n_rows, D; missing cells hold anything finite).
 
     Row i has pattern pat[i] (missing columns m_idx[m_ptr[p]:m_ptr[p+1]], observed
     o_idx[o_ptr[p]:o_ptr[p+1]], both ascending; every pattern has o >= 1) and
-    original index orig[i]; rule picks the route (_factor_pattern). Per chunk c
-    of CHUNK rows:
+    original index orig[i]; rule picks the route (_factor_pattern). centre,
+    Sigma, Q, W and the statistics are in standardised units (x_d / scale[d]);
+    the per-row outputs are in the units of X. Per chunk c of CHUNK rows:
 
       want_stats: pS1[c] = sum (xhat - centre); pS2[c] = the row-major upper
-        triangle of sum (xhat - centre)(xhat - centre)^T; pC[c] = sum C_i (D, D);
+        triangle of sum (xhat - centre)(xhat - centre)^T + sum C_i (the
+        conditional covariances, count_p C_p added once per pattern and chunk);
         pConst[c] = sum_i (|o_i| log 2 pi + log det Sigma_oo + maha_i) = -2 sum_i log p_i;
         pAbs[c] = sum_i (|o_i| log 2 pi + |log det Sigma_oo| + maha_i);
-      want_ll: ll_out[orig[i]] = log p_i = log N(x_io | mu_o, Sigma_oo);
+      want_ll: ll_out[orig[i]] = log p_i - sum_{d in o_i} log_scale[d]
+        = log N(x_io | mu_o, Sigma_oo) in the units of X;
         both with centre = mu and the Mahalanobis term maha_i = ||W yhat_i||^2,
         W = L^{-1}, yhat_i the filled residual (module docstring);
-      want_fill: fill_out[orig[i], j] = xhat_ij for the missing j only.
-      want_cov: cov_out[orig[i], j, k] = C_i[j, k] for missing j, k.
-      z.shape[0] > 0 (draws): draws_out[r, orig[i], j] = xhat_ij + (G z_r)_a for
+      want_fill: fill_out[orig[i], j] = scale[j] xhat_ij for the missing j only.
+      want_cov: cov_out[orig[i], j, k] = scale[j] scale[k] C_i[j, k] for missing j, k.
+      z.shape[0] > 0 (draws): draws_out[r, orig[i], j] = scale[j] (xhat_ij + (G z_r)_a) for
         missing j = m_a, with z_r = z[r, z_off[orig[i]] + a] and G G^T = C_i.
 
-    status[c] = 1 if a pattern of chunk c could not be factorised. work[c] holds
-    the block (D rows of BLOCK values: yhat transposed) and scratch rows; mats[c]
-    the pattern's F, V, C and chol(C).
+    status[c] = 1 if a pattern of chunk c could not be factorised. Each chunk
+    allocates its own scratch (numba hoists the allocations to once per thread):
+    work holds the block (D rows of BLOCK values: yhat transposed) and scratch
+    rows, mats the pattern's F, V, C and chol(C). So the memory that grows with
+    the number of chunks is only pS1, pS2, pConst and pAbs.
     """
     n, D = Xs.shape
     n_chunks = status.shape[0]
     n_draws = z.shape[0]
     for c in prange(n_chunks):
-        Y = work[c, 0:D]                  # Y[d, b] = yhat_bd of the block's rows
-        acc = work[c, D]                  # Mahalanobis term of each row of the block
-        t = work[c, D + 1]
-        cst = work[c, D + 2]              # |o| log 2 pi + log det Sigma_oo of each row
-        y = work[c, D + 3]                # one row: residual, then filled residual
-        bv = work[c, D + 4]
-        wv = work[c, D + 5]
-        cab = work[c, D + 6]              # |o| log 2 pi + |log det Sigma_oo| of each row
-        F = mats[c, 0]
-        V = mats[c, 1]
-        C = mats[c, 2]
-        LC = mats[c, 3]
+        work = np.empty((D + 8, max(BLOCK, D)))
+        mats = np.empty((4, D, D))
+        Y = work[0:D]                     # Y[d, b] = yhat_bd of the block's rows
+        acc = work[D]                     # Mahalanobis term of each row of the block
+        t = work[D + 1]
+        cst = work[D + 2]                 # |o| log 2 pi + log det Sigma_oo of each row
+        y = work[D + 3]                   # one row: residual, then filled residual
+        bv = work[D + 4]
+        wv = work[D + 5]
+        cab = work[D + 6]                 # |o| log 2 pi + |log det Sigma_oo| of each row
+        lsv = work[D + 7]                 # sum_{d in o} log_scale[d] of each row
+        F = mats[0]
+        V = mats[1]
+        C = mats[2]
+        LC = mats[3]
         rows = np.empty(BLOCK, dtype=np.int64)
         dinv = np.empty(2 * D)            # reciprocal pivots of the pattern's factors
         status[c] = 0
         if want_stats:
             pS1[c, :] = 0.0
             pS2[c, :] = 0.0
-            pC[c, :, :] = 0.0
             pConst[c] = 0.0
             pAbs[c] = 0.0
         lo = c * CHUNK
@@ -460,6 +533,7 @@ def _e_step_kernel(Xs, pat, m_ptr, m_idx, o_ptr, o_idx, centre, Sigma, Q, W, log
         cur = -1
         route = 0
         ld_oo = 0.0
+        lso = 0.0
         m0 = 0
         m = 0
         o0 = 0
@@ -470,11 +544,13 @@ def _e_step_kernel(Xs, pat, m_ptr, m_idx, o_ptr, o_idx, centre, Sigma, Q, W, log
             p = pat[i]
             if p != cur:
                 if want_stats and cur >= 0 and count > 0:
-                    # CS += count * C_p on the (m, m) block of the pattern just finished
+                    # S2[m_a, m_b] += count C_p[a, b] (a <= b, so m_a <= m_b: the upper
+                    # triangle, row-major index m_a D - m_a (m_a + 1) / 2 + m_b)
                     for a in range(m):
                         ja = m_idx[m0 + a]
-                        for b in range(m):
-                            pC[c, ja, m_idx[m0 + b]] += count * C[a, b]
+                        base = ja * D - ja * (ja + 1) // 2
+                        for b in range(a, m):
+                            pS2[c, base + m_idx[m0 + b]] += count * C[a, b]
                 route, ld_oo = _factor_pattern(p, m_ptr, m_idx, o_ptr, o_idx, Sigma, Q, logdet_sigma,
                                                n_draws > 0, rule, F, V, C, LC, dinv)
                 if route < 0:
@@ -486,6 +562,10 @@ def _e_step_kernel(Xs, pat, m_ptr, m_idx, o_ptr, o_idx, centre, Sigma, Q, W, log
                 m = m_ptr[p + 1] - m0
                 o0 = o_ptr[p]
                 o = o_ptr[p + 1] - o0
+                # lso = sum_{k < o} log_scale[o_k]
+                lso = 0.0
+                for k in range(o):
+                    lso += log_scale[o_idx[o0 + k]]
             count += 1
             # y_d = x_d - c_d on the observed cells, 0 on the missing ones (plain
             # 2-D indexing here: a view per row, such as Xs[i], costs an atomic
@@ -529,25 +609,30 @@ def _e_step_kernel(Xs, pat, m_ptr, m_idx, o_ptr, o_idx, centre, Sigma, Q, W, log
                     y[m_idx[m0 + a]] = s
             oi = orig[i]
             if want_fill:
+                # fill = scale_j (yhat_j + c_j)
                 for a in range(m):
                     j = m_idx[m0 + a]
-                    fill_out[oi, j] = y[j] + centre[j]
+                    fill_out[oi, j] = (y[j] + centre[j]) * scale[j]
             if want_cov:
+                # cov = scale_j scale_k C[a, b]
                 for a in range(m):
                     ja = m_idx[m0 + a]
                     for b in range(m):
-                        cov_out[oi, ja, m_idx[m0 + b]] = C[a, b]
+                        jb = m_idx[m0 + b]
+                        cov_out[oi, ja, jb] = C[a, b] * scale[ja] * scale[jb]
             for r in range(n_draws):
-                # draw = xhat_m + G z: route 0, G = F^{-T} (G G^T = Q_mm^{-1});
+                # draw = scale (xhat_m + G z): route 0, G = F^{-T} (G G^T = Q_mm^{-1});
                 # route 1, G = chol(C)
                 zo = z_off[oi]
                 if route == 0:
+                    # F^T w = z (back substitution):  w_a = (z_a - sum_{k>a} F[k, a] w_k) / F[a, a]
                     for a in range(m - 1, -1, -1):
                         s = z[r, zo + a]
                         for k in range(a + 1, m):
                             s -= F[k, a] * wv[k]
                         wv[a] = s * dinv[a]
                 else:
+                    # w_a = sum_{k<=a} LC[a, k] z_k
                     for a in range(m):
                         s = 0.0
                         for k in range(a + 1):
@@ -555,12 +640,13 @@ def _e_step_kernel(Xs, pat, m_ptr, m_idx, o_ptr, o_idx, centre, Sigma, Q, W, log
                         wv[a] = s
                 for a in range(m):
                     j = m_idx[m0 + a]
-                    draws_out[r, oi, j] = y[j] + centre[j] + wv[a]
+                    draws_out[r, oi, j] = (y[j] + centre[j] + wv[a]) * scale[j]
             # the row joins the block
             for d in range(D):
                 Y[d, nb] = y[d]
             cst[nb] = o * _LOG_2PI + ld_oo
             cab[nb] = o * _LOG_2PI + abs(ld_oo)
+            lsv[nb] = lso
             rows[nb] = oi
             nb += 1
             if nb == BLOCK or i == hi - 1:
@@ -579,8 +665,9 @@ def _e_step_kernel(Xs, pat, m_ptr, m_idx, o_ptr, o_idx, centre, Sigma, Q, W, log
                         for b in range(nb):
                             acc[b] += t[b] * t[b]
                     if want_ll:
+                        # log p_b in the units of X: standardised log p_b - sum_{d in o} log scale_d
                         for b in range(nb):
-                            ll_out[rows[b]] = -0.5 * (cst[b] + acc[b])
+                            ll_out[rows[b]] = -0.5 * (cst[b] + acc[b]) - lsv[b]
                 if want_stats:
                     # sum_b (|o| log 2 pi + log det Sigma_oo + maha_b) = -2 sum_b log p_b,
                     # sum_b (|o| log 2 pi + |log det Sigma_oo| + maha_b)
@@ -607,34 +694,42 @@ def _e_step_kernel(Xs, pat, m_ptr, m_idx, o_ptr, o_idx, centre, Sigma, Q, W, log
                             f += 1
                 nb = 0
         if want_stats and cur >= 0 and count > 0 and status[c] == 0:
+            # the chunk's last pattern: S2[m_a, m_b] += count C_p[a, b] as above
             for a in range(m):
                 ja = m_idx[m0 + a]
-                for b in range(m):
-                    pC[c, ja, m_idx[m0 + b]] += count * C[a, b]
+                base = ja * D - ja * (ja + 1) // 2
+                for b in range(a, m):
+                    pS2[c, base + m_idx[m0 + b]] += count * C[a, b]
 
 
 @njit(cache=True, parallel=True)
-def _scan_kernel(X, n_miss, keys, pCount, pSum):
+def _scan_kernel(X, n_miss, keys, pCount, pSum, pMin, pMax):
     """One pass over X (n, D) in fixed chunks of CHUNK rows, NaN = missing.
 
     n_miss[i] = the number of NaN cells of row i; keys[i] = sum_{d < 64, x_id NaN} 2^d
     (the row's pattern when D <= 64); per chunk c: pCount[c, d] = the number of
-    observed cells of column d and pSum[c, d] = their sum.
+    observed cells of column d, pSum[c, d] = their sum, pMin[c, d] / pMax[c, d]
+    their smallest / largest value (+inf / -inf if none).
     """
     n, D = X.shape
     n_chunks = pCount.shape[0]
     for c in prange(n_chunks):
         cnt = pCount[c]
         sm = pSum[c]
+        mn = pMin[c]
+        mx = pMax[c]
         for d in range(D):
             cnt[d] = 0.0
             sm[d] = 0.0
+            mn[d] = np.inf
+            mx[d] = -np.inf
         for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
             k = np.uint64(0)
             nm = 0
             for d in range(D):
                 v = X[i, d]
-                # k = sum of 2^d over the NaN cells of the row (d < 64)
+                # k = sum of 2^d over the NaN cells of the row (d < 64);
+                # cnt_d += 1, sm_d += v, mn_d = min(mn_d, v), mx_d = max(mx_d, v) over the others
                 if v != v:
                     nm += 1
                     if d < 64:
@@ -642,42 +737,47 @@ def _scan_kernel(X, n_miss, keys, pCount, pSum):
                 else:
                     cnt[d] += 1.0
                     sm[d] += v
+                    if v < mn[d]:
+                        mn[d] = v
+                    if v > mx[d]:
+                        mx[d] = v
             n_miss[i] = nm
             keys[i] = k
 
 
 @njit(cache=True, parallel=True)
-def _column_moments_kernel(X, mean, pSS, pSQ):
-    """Per chunk c of CHUNK rows: pSS[c, d] = sum (x_id - mean_d)^2 and pSQ[c, d] = sum x_id^2
-    over the observed cells of column d."""
+def _column_moments_kernel(X, inv_p, mean_p, pSS):
+    """Per chunk c of CHUNK rows: pSS[c, d] = sum (x_id inv_p[d] - mean_p[d])^2 over the observed
+    cells of column d (inv_p a power of two: x inv_p is exact and at most 1 in magnitude, so
+    the squares neither overflow nor underflow)."""
     n, D = X.shape
     n_chunks = pSS.shape[0]
     for c in prange(n_chunks):
         ss = pSS[c]
-        sq = pSQ[c]
         for d in range(D):
             ss[d] = 0.0
-            sq[d] = 0.0
+        # ss_d = sum_{i in chunk, x_id observed} (x_id inv_p_d - mean_p_d)^2
         for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
             for d in range(D):
                 v = X[i, d]
                 if v == v:
-                    r = v - mean[d]
+                    r = v * inv_p[d] - mean_p[d]
                     ss[d] += r * r
-                    sq[d] += v * v
 
 
 @njit(cache=True, parallel=True)
-def _gather_kernel(X, orig, Xs):
-    """Xs[i] = X[orig[i]] with NaN cells set to 0, over fixed chunks of rows."""
+def _gather_kernel(X, orig, inv_scale, Xs):
+    """Xs[i] = X[orig[i]] * inv_scale (powers of two: exact) with NaN cells set to 0, over fixed
+    chunks of rows."""
     n, D = Xs.shape
     n_chunks = (n + CHUNK - 1) // CHUNK
     for c in prange(n_chunks):
+        # Xs[i, d] = x_{orig[i], d} / scale_d if observed, else 0
         for i in range(c * CHUNK, min(n, (c + 1) * CHUNK)):
             j = orig[i]
             for d in range(D):
                 v = X[j, d]
-                Xs[i, d] = v if v == v else 0.0
+                Xs[i, d] = v * inv_scale[d] if v == v else 0.0
 
 
 # ----------------------------------------------------------------------------
@@ -730,6 +830,10 @@ def _as_rng(random_state):
     raise ValueError(msg)
 
 
+def _plural(k, word):
+    return f"{k} {word}{'' if k == 1 else 's'}"
+
+
 def _as_2d_float(X, name="X"):
     """A float64 array (a view when X already is one) with NaN for missing; one-sentence errors."""
     if hasattr(X, "toarray") or hasattr(X, "tocsr"):
@@ -741,6 +845,8 @@ def _as_2d_float(X, name="X"):
     if arr.dtype.kind == "c":
         raise ValueError(f"{name} must be real-valued; got complex numbers.")
     kind = arr.dtype.kind
+    if kind in "mM":
+        raise ValueError(f"{name} holds dates or time spans (dtype {arr.dtype}); convert them to numbers first.")
     if kind in "USV" or (kind == "O" and any(isinstance(v, (str, bytes)) for v in arr.flat)):
         raise ValueError(f"{name} must contain numbers (NaN for missing), not strings.")
     if kind not in "biuf":
@@ -765,53 +871,108 @@ def _as_2d_float(X, name="X"):
 
 
 def _scan(X):
-    """(n_miss, keys, observed count and sum of each column) of X, by _scan_kernel."""
+    """(n_miss, keys, and each column's observed count, sum, minimum and maximum) of X, by _scan_kernel."""
     n, D = X.shape
     n_chunks = -(-n // CHUNK)
     n_miss = np.empty(n, dtype=np.int64)
     keys = np.empty(n, dtype=np.uint64)
-    pCount, pSum = np.empty((n_chunks, D)), np.empty((n_chunks, D))
+    pCount, pSum, pMin, pMax = (np.empty((n_chunks, D)) for _ in range(4))
     with _threads_for(n):
-        _scan_kernel(X, n_miss, keys, pCount, pSum)
+        _scan_kernel(X, n_miss, keys, pCount, pSum, pMin, pMax)
     if D > 64:
         # the kernel's keys cover 64 columns: pack the whole pattern and number the distinct ones
         packed = np.packbits(np.isnan(X), axis=1, bitorder="little")
         keys = np.unique(packed, axis=0, return_inverse=True)[1].ravel().astype(np.uint64)
-    # reduce the chunk partials in chunk order
-    return n_miss, keys, pCount.sum(axis=0), pSum.sum(axis=0)
+    # reduce the chunk partials in chunk order (minimum and maximum are exact in any order)
+    return n_miss, keys, pCount.sum(axis=0), pSum.sum(axis=0), pMin.min(axis=0), pMax.max(axis=0)
 
 
-def _column_scales(X, count, total):
-    """(observed column means, s^2): s_d^2 = the variance of the observed values of
-    column d, else their mean square, else 1 (module docstring)."""
+def _format_pow2(log2_value):
+    """A positive number given by its base-2 logarithm, as text such as 3.2e-171 (no underflow)."""
+    e10 = log2_value * math.log10(2.0)
+    k = math.floor(e10)
+    return f"{10.0 ** (e10 - k):.2g}e{k:+d}"
+
+
+def _column_scales(X, count, total, lo, hi):
+    """(k, s2, mean0, log2 s) per column, from the observed values (module docstring, "Units").
+
+    s_d^2 is the prior's scale: the variance of the observed values of column d,
+    else (fewer than two distinct values) their common value squared, else
+    (that is 0, or nothing observed) 1. 2^k_d is the standardising scale, a power
+    of two with s_d^2 / 4^k_d in [0.5, 2); s2 = s_d^2 / 4^k_d and mean0 = the
+    observed mean / 2^k_d are returned in those standardised units. Everything is
+    computed on x / 2^e_d with 2^e_d just above the column's largest |x|
+    (exact), so no square underflows or overflows at any scale of X.
+    """
     X = np.ascontiguousarray(X)
     n, D = X.shape
-    mean = total / np.maximum(count, 1.0)
+    seen = count > 0
+    distinct = seen & (lo != hi)
+    with np.errstate(invalid="ignore"):
+        amax = np.where(seen, np.maximum(np.abs(lo), np.abs(hi)), 0.0)
+    # |x| / 2^e < 1; below 2^-1000 the column is refused anyway (its spread is under 1e-150)
+    e = np.maximum(np.frexp(amax)[1], -1000).astype(np.int64)
+    inv_p = np.ldexp(1.0, -e)
+    cnt = np.maximum(count, 1.0)
+    mean_p = total * inv_p / cnt
     n_chunks = -(-n // CHUNK)
-    pSS, pSQ = np.empty((n_chunks, D)), np.empty((n_chunks, D))
+    pSS = np.empty((n_chunks, D))
     with _threads_for(n):
-        _column_moments_kernel(X, mean, pSS, pSQ)
-    var = pSS.sum(axis=0) / np.maximum(count, 1.0)
-    msq = pSQ.sum(axis=0) / np.maximum(count, 1.0)
-    return mean, np.where(var > 0, var, np.where(msq > 0, msq, 1.0))
+        _column_moments_kernel(X, inv_p, mean_p, pSS)
+    var_p = pSS.sum(axis=0) / cnt
+    v_p = np.where(seen, lo, 0.0) * inv_p                     # the common value of a constant column
+    # (v_p = 0 only where the column's largest |x| is 0, so e = 0 and s^2 = 1 in both units)
+    s2_p = np.where(distinct, var_p, np.where(v_p != 0.0, v_p * v_p, 1.0))
+    # s2_p = f 2^j with f in [0.5, 1): h = floor(j / 2) leaves s2_p / 4^h = f 2^(j - 2h) in [0.5, 2)
+    h = np.frexp(s2_p)[1] // 2
+    log2_spread = e + 0.5 * np.log2(s2_p)
+    return (e + h).astype(np.int64), np.ldexp(s2_p, -2 * h), np.ldexp(mean_p, -h), log2_spread
 
 
-def _layout(X):
-    """The rows sorted by missingness pattern and the pattern lists the E-step kernel
-    takes, plus its work buffers.
+def _param_exponents(cov):
+    """k with 2^k within a factor sqrt(2) of sqrt(cov_dd) (0 where cov_dd is not positive and finite)."""
+    d = np.diagonal(np.asarray(cov, dtype=np.float64))
+    ok = np.isfinite(d) & (d > 0)
+    return np.where(ok, np.frexp(np.where(ok, d, 1.0))[1] // 2, 0).astype(np.int64)
+
+
+def _layout(X, cov=None, data_scales=True):
+    """The rows sorted by missingness pattern, standardised, and the pattern lists the
+    E-step kernel takes.
 
     Rows with no observed cell are left out (they carry no information). The
     sort is stable, so rows of one pattern keep their order; patterns are
-    numbered 0..P-1 in sorted order.
+    numbered 0..P-1 in sorted order. Column d is divided by 2^k_d (exact): with
+    data_scales, k from the observed values (_column_scales; fit and objective),
+    a column with no observed value taking k from cov's diagonal if cov is
+    given; otherwise k from cov's diagonal (the fitted covariance: transform,
+    score, sample). shift = -sum_d count_d k_d log 2 / n is what the
+    log-likelihood per row gains back in the units of X.
     """
     X = np.ascontiguousarray(X)       # one compiled layout for the scanning kernels
     n, D = X.shape
-    n_miss, keys, count, total = _scan(X)
+    n_miss, keys, count, total, lo, hi = _scan(X)
+    k_cov = _param_exponents(cov) if cov is not None else np.zeros(D, dtype=np.int64)
+    s2 = mean0 = None
+    if data_scales:
+        k, s2, mean0, log2_spread = _column_scales(X, count, total, lo, hi)
+        small = np.flatnonzero(log2_spread < math.log2(_MIN_SPREAD))
+        if len(small):
+            j = int(small[0])
+            raise ValueError(f"Column {j} of X has a spread of only {_format_pow2(float(log2_spread[j]))} (the "
+                             f"standard deviation of its observed values, or their size if all equal), below "
+                             f"the {_MIN_SPREAD:g} whose squares still fit in float64; rescale X.")
+        unseen = count == 0
+        k = np.where(unseen, k_cov, k)
+        s2 = np.where(unseen, np.ldexp(1.0, -2 * k_cov), s2)      # s^2 = 1 in the units of X
+    else:
+        k = k_cov
     keep = np.flatnonzero(n_miss < D)
     orig = keep[np.argsort(keys[keep], kind="stable")].astype(np.int64)
-    k = keys[orig]
-    first = np.flatnonzero(np.r_[True, k[1:] != k[:-1]]) if len(orig) else np.zeros(0, dtype=np.int64)
-    pat = (np.cumsum(np.r_[False, k[1:] != k[:-1]]) if len(orig) else np.zeros(0)).astype(np.int64)
+    kk = keys[orig]
+    first = np.flatnonzero(np.r_[True, kk[1:] != kk[:-1]]) if len(orig) else np.zeros(0, dtype=np.int64)
+    pat = (np.cumsum(np.r_[False, kk[1:] != kk[:-1]]) if len(orig) else np.zeros(0)).astype(np.int64)
     pmask = np.isnan(X[orig[first]])
     m_cnt = pmask.sum(axis=1)
     m_ptr = np.r_[0, np.cumsum(m_cnt)].astype(np.int64)
@@ -819,17 +980,16 @@ def _layout(X):
     m_idx = np.nonzero(pmask)[1].astype(np.int64)
     o_idx = np.nonzero(~pmask)[1].astype(np.int64)
     n_rows = len(orig)
-    n_chunks = -(-n_rows // CHUNK)
+    inv_scale = np.ldexp(1.0, -k)
+    log_scale = k * _LN2
     Xs = np.empty((n_rows, D))
     with _threads_for(n_rows):
-        _gather_kernel(X, orig, Xs)
+        _gather_kernel(X, orig, inv_scale, Xs)
     return dict(
-        n=n, D=D, n_miss=n_miss, count=count, total=total, n_rows=n_rows, n_chunks=n_chunks,
+        n=n, D=D, n_miss=n_miss, count=count, n_rows=n_rows, n_chunks=-(-n_rows // CHUNK),
         Xs=Xs, pat=pat, orig=orig, m_ptr=m_ptr, m_idx=m_idx, o_ptr=o_ptr, o_idx=o_idx,
-        work=np.empty((n_chunks, D + 7, max(BLOCK, D))), mats=np.empty((n_chunks, 4, D, D)),
-        pS1=np.empty((n_chunks, D)), pS2=np.empty((n_chunks, D * (D + 1) // 2)),
-        pC=np.empty((n_chunks, D, D)), pConst=np.empty(n_chunks), pAbs=np.empty(n_chunks),
-        status=np.zeros(n_chunks, dtype=np.int64),
+        k=k, scale=np.ldexp(1.0, k), inv_scale=inv_scale, log_scale=log_scale,
+        shift=-float((count * log_scale).sum()) / n, s2=s2, mean0=mean0,
     )
 
 
@@ -840,6 +1000,32 @@ def _upper_to_full(flat, D):
     out[d, e] = flat
     out[e, d] = flat
     return out
+
+
+def _factor(Sigma):
+    """(L, W, Q, log det Sigma, kappa) with Sigma = L L^T, W = L^{-1}, Q = Sigma^{-1} and
+
+        kappa = ||R||_1 ||R^{-1}||_1,   R = S^{-1/2} Sigma S^{-1/2},   R^{-1} = S^{1/2} Q S^{1/2},
+
+    S = diag(Sigma): the 1-norm condition number of the correlation matrix, the
+    same in any units of the columns. log det = NaN and kappa = inf if Sigma is
+    not positive definite.
+    """
+    D = Sigma.shape[0]
+    Sigma = np.ascontiguousarray(Sigma, dtype=np.float64)
+    L, W, Q = np.zeros((D, D)), np.zeros((D, D)), np.zeros((D, D))
+    logdet = _sigma_factor_kernel(Sigma, L, W, Q)
+    if not math.isfinite(logdet):
+        return L, W, Q, logdet, math.inf
+    sd = np.sqrt(np.diagonal(Sigma))
+    r1 = (np.abs(Sigma) / sd / sd[:, None]).sum(axis=0).max()
+    q1 = (np.abs(Q) * sd * sd[:, None]).sum(axis=0).max()
+    return L, W, Q, logdet, float(r1 * q1)
+
+
+def _mle_max_cond(D):
+    """With ridge = 0, the largest kappa (_factor) of an accepted covariance estimate."""
+    return 1.0 / (1e3 * D * _EPS)
 
 
 _NO_ROWS = np.empty(0)
@@ -864,8 +1050,9 @@ class EMImputer:
         per observed cell and row (module docstring: unit-free, so the same in
         any units); tol=0 runs exactly max_iter iterations.
     ridge : float, default=1e-6
-        The prior Lambda = ridge * diag(observed column variances) (module
-        docstring); 0 for the plain maximum-likelihood estimate.
+        The prior Lambda = ridge * diag(s_1^2, .., s_D^2), s_d^2 the observed
+        variance of column d (module docstring); 0 for the plain maximum-likelihood
+        estimate, which fit refuses when it is singular or nearly so.
     mean_init : array-like (n_features,), optional
     covariance_init : array-like (n_features, n_features), optional
         Starting parameters (default: observed means, diagonal observed variances).
@@ -876,7 +1063,8 @@ class EMImputer:
     Attributes
     ----------
     mean_ (D,), covariance_ (D, D), precision_ (D, D), history_ (objective after
-    0, 1, ..., n_iter_ iterations), n_iter_, converged_, n_features_in_.
+    0, 1, ..., n_iter_ iterations), n_iter_, converged_, n_features_in_. A fit
+    that raises leaves them as they were (the previous fit's, or unset).
     """
 
     def __init__(self, max_iter=100, tol=1e-8, ridge=1e-6, *, mean_init=None, covariance_init=None,
@@ -890,9 +1078,9 @@ class EMImputer:
         self.verbose = verbose
 
     # The route of each pattern (_factor_pattern's rule): 0 the documented
-    # choice (the smaller block while cond_1(Sigma) <= _PRECISION_MAX_COND,
-    # else direct); 1 / 2 force the precision / direct route
-    # (tests/test_impute.py compares their accuracy).
+    # choice (the smaller block while kappa <= _PRECISION_MAX_COND, else
+    # direct); 1 / 2 force the precision / direct route (tests/test_impute.py
+    # compares their accuracy).
     _route = 0
 
     _PARAMS = ("max_iter", "tol", "ridge", "mean_init", "covariance_init", "random_state", "verbose")
@@ -916,13 +1104,19 @@ class EMImputer:
             raise ValueError(f"max_iter must be an integer >= 0; got {self.max_iter!r}.")
         if not _is_real(self.tol) or self.tol < 0:
             raise ValueError(f"tol must be a non-negative number; got {self.tol!r}.")
-        if not _is_real(self.ridge) or self.ridge < 0:
-            raise ValueError(f"ridge must be a non-negative number; got {self.ridge!r}.")
+        self._check_ridge()
         if not isinstance(self.verbose, (numbers.Integral, np.bool_)) or self.verbose < 0:
             raise ValueError(f"verbose must be an integer >= 0; got {self.verbose!r}.")
         if isinstance(self.random_state, (bool, np.bool_)):
             raise ValueError(f"random_state must be a non-negative integer, a numpy Generator or None; "
                              f"got {self.random_state!r}.")
+
+    def _check_ridge(self):
+        if not _is_real(self.ridge) or self.ridge < 0:
+            raise ValueError(f"ridge must be a non-negative number; got {self.ridge!r}.")
+        if self.ridge > _MAX_RIDGE:
+            raise ValueError(f"ridge must be at most {_MAX_RIDGE:g} (beyond, the prior's terms overflow "
+                             f"float64); got {self.ridge!r}.")
 
     @staticmethod
     def _numeric(value, name, shape):
@@ -939,17 +1133,21 @@ class EMImputer:
             raise ValueError(f"{name} contains NaN or infinity.")
         return arr
 
-    def _start(self, mean, s2):
-        """Starting (mu, Sigma): mean_init / covariance_init, else observed means and diag(s^2)."""
-        D = len(mean)
-        mu = mean.copy() if self.mean_init is None else self._numeric(self.mean_init, "mean_init", (D,))
+    def _start(self, lay):
+        """Starting (mu, Sigma) in lay's standardised units: mean_init / covariance_init (in the
+        units of X), else the observed means and diag(s^2)."""
+        D, inv = lay["D"], lay["inv_scale"]
+        if self.mean_init is None:
+            mu = lay["mean0"].copy()
+        else:
+            mu = self._numeric(self.mean_init, "mean_init", (D,)) * inv
         if self.covariance_init is None:
-            return mu, np.diag(s2)
+            return mu, np.diag(lay["s2"])
         S = self._numeric(self.covariance_init, "covariance_init", (D, D))
         # symmetric up to the round-off of a product such as Q diag(l) Q^T (1e-10 relative)
         if np.abs(S - S.T).max() > 1e-10 * np.abs(S).max():
             raise ValueError("covariance_init must be symmetric.")
-        S = 0.5 * (S + S.T)
+        S = 0.5 * (S + S.T) * np.outer(inv, inv)
         if not np.isfinite(_factor(S)[3]):
             raise ValueError("covariance_init must be positive definite.")
         return mu, S
@@ -964,38 +1162,62 @@ class EMImputer:
         X = _as_2d_float(X)
         D = len(self.mean_)
         if X.shape[1] != D:
-            raise ValueError(f"X has {X.shape[1]} features, but EMImputer was fitted with {D} features.")
+            raise ValueError(f"X has {_plural(X.shape[1], 'feature')}, but EMImputer was fitted with "
+                             f"{_plural(D, 'feature')}.")
         return X
+
+    def _fitted_in(self, lay):
+        """(mean, covariance, its factorisation) of the fitted parameters in lay's standardised
+        units (exact: the scales are powers of two)."""
+        inv = lay["inv_scale"]
+        mu, Sigma = self.mean_ * inv, self.covariance_ * np.outer(inv, inv)
+        fac = _factor(Sigma)
+        if not np.isfinite(fac[3]):
+            raise ValueError("covariance_ is not positive definite.")
+        return mu, Sigma, fac
 
     # kernels ------------------------------------------------------------------
     def _pass(self, lay, mu, Sigma, fac, want_stats=False, want_ll=False, fill=None, cov=None, z=None, z_off=None,
               draws=None):
-        """Run the E-step kernel over lay's rows at (mu, Sigma); returns the reduced statistics or None."""
+        """Run the E-step kernel over lay's rows at (mu, Sigma), both in lay's standardised units.
+
+        Returns the reduced statistics (standardised units; S2 includes the sum of
+        the conditional covariances), or with want_ll the per-row log-likelihoods
+        (units of X), else None; fill, cov and draws receive values in the units of X.
+        """
         L, W, Q, logdet, kappa = fac
         rule = self._route or (0 if kappa <= _PRECISION_MAX_COND else 2)
         ll = np.zeros(lay["n"]) if want_ll else _NO_ROWS
+        n_chunks, D = lay["n_chunks"], lay["D"]
+        if want_stats:
+            if "partials" not in lay:      # allocated once per layout (reused by every iteration)
+                lay["partials"] = (np.empty((n_chunks, D)), np.empty((n_chunks, D * (D + 1) // 2)),
+                                   np.empty(n_chunks), np.empty(n_chunks))
+            pS1, pS2, pConst, pAbs = lay["partials"]
+        else:
+            pS1, pS2, pConst, pAbs = _NO_FILL, _NO_FILL, _NO_ROWS, _NO_ROWS
+        status = np.zeros(n_chunks, dtype=np.int64)
         with _threads_for(lay["n_rows"]):
             _e_step_kernel(lay["Xs"], lay["pat"], lay["m_ptr"], lay["m_idx"], lay["o_ptr"], lay["o_idx"],
                            np.ascontiguousarray(mu, dtype=np.float64), np.ascontiguousarray(Sigma), Q, W,
                            float(logdet), rule, bool(want_stats), bool(want_ll), fill is not None, cov is not None,
                            _NO_FILL if z is None else z, _NO_OFF if z_off is None else z_off, lay["orig"],
-                           lay["work"], lay["mats"], lay["pS1"], lay["pS2"], lay["pC"], lay["pConst"],
-                           lay["pAbs"], lay["status"], ll, _NO_FILL if fill is None else fill,
-                           _NO_CUBE if cov is None else cov, _NO_CUBE if draws is None else draws)
-        if lay["status"].any():
+                           lay["scale"], lay["log_scale"], pS1, pS2, pConst, pAbs, status, ll,
+                           _NO_FILL if fill is None else fill, _NO_CUBE if cov is None else cov,
+                           _NO_CUBE if draws is None else draws)
+        if status.any():
             raise ValueError("The covariance is numerically singular on the observed cells of some rows; "
                              "increase ridge.")
         if not want_stats:
             return ll if want_ll else None
-        D = lay["D"]
         # reduce the chunk partials in chunk order
-        return {"S1": lay["pS1"].sum(axis=0), "S2": _upper_to_full(lay["pS2"].sum(axis=0), D),
-                "CS": lay["pC"].sum(axis=0), "terms": float(lay["pConst"].sum()),
-                "abs": float(lay["pAbs"].sum()), "n_obs": lay["n_rows"]}
+        return {"S1": pS1.sum(axis=0), "S2": _upper_to_full(pS2.sum(axis=0), D),
+                "terms": float(pConst.sum()), "abs": float(pAbs.sum()), "n_obs": lay["n_rows"]}
 
     @staticmethod
     def _objective(stats, fac, lam, n):
-        """(F, s): the mean log-posterior per row and the scale of its terms (module docstring)."""
+        """(F, s) in standardised units: the mean log-posterior per row and the scale of its terms
+        (module docstring)."""
         Q = fac[2]
         prior = 0.5 * float((lam * np.diagonal(Q)).sum())  # 1/2 tr(Lambda Sigma^{-1}) (no BLAS call)
         F = (-0.5 * stats["terms"] - prior) / n
@@ -1003,12 +1225,27 @@ class EMImputer:
         return F, s
 
     def _m_step(self, stats, centre, lam):
-        """The MAP M-step: mu = c + S1 / n_obs, Sigma = (S2 + CS - n_obs delta delta^T + Lambda) / n_obs."""
+        """The MAP M-step: mu = c + S1 / n_obs, Sigma = (S2 + CS - n_obs delta delta^T + Lambda) / n_obs
+        (stats["S2"] already includes CS, the sum of the conditional covariances)."""
         n_obs = stats["n_obs"]
         delta = stats["S1"] / n_obs
-        A = stats["S2"] + stats["CS"] - n_obs * np.outer(delta, delta)
+        A = stats["S2"] - n_obs * np.outer(delta, delta)
         A[np.diag_indices_from(A)] += lam
         return centre + delta, A / n_obs
+
+    def _check_estimate(self, fac, D):
+        """After an M-step: refuse a covariance that is not positive definite or, with ridge = 0,
+        one with kappa above _mle_max_cond(D) (module docstring)."""
+        if self.ridge == 0:
+            limit = _mle_max_cond(D)
+            if not fac[4] <= limit:
+                what = ("not positive definite" if not np.isfinite(fac[3]) else
+                        f"condition number {fac[4]:.3g} after standardising the columns, above {limit:.3g}")
+                raise ValueError(f"With ridge=0 the covariance estimate is singular or nearly so ({what}): X has "
+                                 f"collinear or constant columns or too few rows; use ridge > 0.")
+        elif not np.isfinite(fac[3]):
+            raise ValueError("The covariance estimate is not positive definite (too few observations "
+                             "for the number of columns); increase ridge.")
 
     # fitting ------------------------------------------------------------------
     def fit(self, X, y=None):
@@ -1032,9 +1269,9 @@ class EMImputer:
             j = int(np.flatnonzero(lay["count"] == 0)[0])
             raise ValueError(f"Column {j} of X has no observed value, so its mean cannot be estimated; "
                              f"drop that column.")
-        mean0, s2 = _column_scales(X, lay["count"], lay["total"])
-        lam = self.ridge * s2
-        mu, Sigma = self._start(mean0, s2)
+        # everything below runs in standardised units (x_d / 2^k_d); history_ adds lay["shift"]
+        lam = self.ridge * lay["s2"]
+        mu, Sigma = self._start(lay)
         fac = _factor(Sigma)
         stats = self._pass(lay, mu, Sigma, fac, want_stats=True)
         F, scale = self._objective(stats, fac, lam, n)
@@ -1046,9 +1283,7 @@ class EMImputer:
         for it in range(1, self.max_iter + 1):
             mu, Sigma = self._m_step(stats, mu, lam)
             fac = _factor(Sigma)
-            if not np.isfinite(fac[3]):
-                raise ValueError("The covariance estimate is not positive definite (too few observations "
-                                 "for the number of columns); increase ridge.")
+            self._check_estimate(fac, D)
             stats = self._pass(lay, mu, Sigma, fac, want_stats=True)
             F, scale = self._objective(stats, fac, lam, n)
             if not (math.isfinite(F) and np.isfinite(mu).all() and np.isfinite(Sigma).all()):
@@ -1056,18 +1291,26 @@ class EMImputer:
             history.append(F)
             change = F - history[-2]
             if self.verbose:
-                print(f"  iteration {it}: objective {F:.12g}, change {change:.3e}")
-            # a fall beyond the round-off of the sum (kappa = cond_1(Sigma), from _factor)
+                print(f"  iteration {it}: objective {F + lay['shift']:.12g}, change {change:.3e}")
+            # a fall beyond the round-off of the sum (kappa from _factor: scaled, so unit-free)
             if change < -max(1e-10, D * fac[4] * _EPS) * scale:
                 falls.append((it, -change))
                 continue
             if self.tol > 0 and abs(change) < self.tol * unit:
                 converged = True
                 break
-        self.mean_ = mu
-        self.covariance_ = Sigma
-        self.precision_ = fac[2].copy()
-        self.history_ = np.asarray(history)
+        # back to the units of X (exact unless a value leaves float64's range)
+        sc, inv = lay["scale"], lay["inv_scale"]
+        with np.errstate(over="ignore", under="ignore"):
+            mean, cov, prec = mu * sc, Sigma * np.outer(sc, sc), fac[2] * np.outer(inv, inv)
+        if not (np.isfinite(mean).all() and np.isfinite(cov).all() and np.isfinite(prec).all()
+                and np.diagonal(cov).min() >= np.finfo(np.float64).tiny):
+            raise ValueError("The fitted covariance or its inverse does not fit in float64 in the units of X; "
+                             "rescale X.")
+        self.mean_ = mean
+        self.covariance_ = cov
+        self.precision_ = prec
+        self.history_ = np.asarray(history) + lay["shift"]
         self.n_iter_ = len(history) - 1
         self.converged_ = converged
         self.n_features_in_ = D
@@ -1082,27 +1325,24 @@ class EMImputer:
         return lay, X
 
     # using the fitted parameters ------------------------------------------------
-    def _fitted_factor(self):
-        fac = _factor(self.covariance_)
-        if not np.isfinite(fac[3]):
-            raise ValueError("covariance_ is not positive definite.")
-        return fac
-
     def _fill(self, lay, X):
         out = X.copy()
-        self._pass(lay, self.mean_, self.covariance_, self._fitted_factor(), fill=out)
+        mu, Sigma, fac = self._fitted_in(lay)
+        self._pass(lay, mu, Sigma, fac, fill=out)
         out[lay["n_miss"] == lay["D"]] = self.mean_
         return out
 
     def transform(self, X):
         """X with each missing cell replaced by its conditional mean given the row's observed cells."""
         X = self._check_X(X)
-        return self._fill(_layout(X), X)
+        return self._fill(_layout(X, self.covariance_, data_scales=False), X)
 
     def score_samples(self, X):
         """Observed-data log-likelihood of each row, log N(x_io | mu_o, Sigma_oo) (0 for a row with none)."""
         X = self._check_X(X)
-        return self._pass(_layout(X), self.mean_, self.covariance_, self._fitted_factor(), want_ll=True)
+        lay = _layout(X, self.covariance_, data_scales=False)
+        mu, Sigma, fac = self._fitted_in(lay)
+        return self._pass(lay, mu, Sigma, fac, want_ll=True)
 
     def score(self, X, y=None):
         """Mean observed-data log-likelihood per row of X (no prior)."""
@@ -1111,74 +1351,69 @@ class EMImputer:
     def objective(self, X):
         """The EM objective on X in history_'s units: (log-likelihood + log prior) / n_samples.
 
-        The prior's scale comes from X's observed column variances, as in fit,
-        so on the training data this is history_[-1] (bit for bit).
+        The prior's scale and the standardising scales come from X's observed
+        columns, as in fit, so on the training data this is history_[-1] (bit
+        for bit).
         """
+        self._check_fitted()
+        self._check_ridge()
         X = self._check_X(X)
-        lay = _layout(X)
-        _, s2 = _column_scales(X, lay["count"], lay["total"])
-        if not _is_real(self.ridge) or self.ridge < 0:
-            raise ValueError(f"ridge must be a non-negative number; got {self.ridge!r}.")
-        fac = self._fitted_factor()
-        stats = self._pass(lay, self.mean_, self.covariance_, fac, want_stats=True)
-        return self._objective(stats, fac, self.ridge * s2, lay["n"])[0]
+        lay = _layout(X, self.covariance_)
+        mu, Sigma, fac = self._fitted_in(lay)
+        stats = self._pass(lay, mu, Sigma, fac, want_stats=True)
+        return self._objective(stats, fac, self.ridge * lay["s2"], lay["n"])[0] + lay["shift"]
 
     def sample(self, X, n_draws=1, random_state=None):
         """Multiple imputations: (n_draws, n_samples, n_features) copies of X, missing cells drawn
-        from N(xhat_im, C_i) at the fitted parameters (random_state, else the estimator's)."""
-        X = self._check_X(X)
+        from N(xhat_im, C_i) at the fitted parameters (random_state, else the estimator's).
+
+        n_draws and the random state are validated before X is read.
+        """
+        self._check_fitted()
         if not _is_int(n_draws) or n_draws < 1:
             raise ValueError(f"n_draws must be an integer >= 1; got {n_draws!r}.")
         rng = _as_rng(self.random_state if random_state is None else random_state)
-        lay = _layout(X)
+        X = self._check_X(X)
+        lay = _layout(X, self.covariance_, data_scales=False)
+        mu, Sigma, fac = self._fitted_in(lay)
         n, D = X.shape
         z_off = np.r_[0, np.cumsum(lay["n_miss"])[:-1]].astype(np.int64)
         z = rng.standard_normal((n_draws, int(lay["n_miss"].sum())))
         draws = np.repeat(X[None], n_draws, axis=0)
-        fac = self._fitted_factor()
-        self._pass(lay, self.mean_, self.covariance_, fac, z=z, z_off=z_off, draws=draws)
+        self._pass(lay, mu, Sigma, fac, z=z, z_off=z_off, draws=draws)
         empty = np.flatnonzero(lay["n_miss"] == D)
         if len(empty):
-            # rows with nothing observed: mu + L z, Sigma = L L^T
+            # rows with nothing observed: mu + scale * (L z), Sigma = L L^T in standardised units
             L = fac[0]
             for r in range(n_draws):
                 zz = z[r, z_off[empty][:, None] + np.arange(D)]
-                draws[r, empty] = self.mean_ + np.einsum("de,ie->id", np.tril(L), zz)
+                draws[r, empty] = self.mean_ + lay["scale"] * np.einsum("de,ie->id", np.tril(L), zz)
         return draws
 
     def _sufficient_statistics(self, X):
-        """(n_obs, S1, S2, loglik) of X at the fitted parameters, raw (uncentred):
+        """(n_obs, S1, S2, loglik) of X at the fitted parameters, raw (uncentred), in the units of X:
         S1 = sum_i xhat_i, S2 = sum_i (xhat_i xhat_i^T + C_i), loglik = l(theta)."""
         X = self._check_X(X)
-        lay = _layout(X)
-        fac = self._fitted_factor()
-        c = self.mean_
-        st = self._pass(lay, c, self.covariance_, fac, want_stats=True)
+        lay = _layout(X, self.covariance_, data_scales=False)
+        c, Sigma, fac = self._fitted_in(lay)
+        st = self._pass(lay, c, Sigma, fac, want_stats=True)
         n_obs, S1c = st["n_obs"], st["S1"]
         S1 = S1c + n_obs * c
-        S2 = st["S2"] + st["CS"] + np.outer(S1c, c) + np.outer(c, S1c) + n_obs * np.outer(c, c)
-        F, _ = self._objective(st, fac, np.zeros(len(c)), 1)
-        return n_obs, S1, S2, F
+        S2 = st["S2"] + np.outer(S1c, c) + np.outer(c, S1c) + n_obs * np.outer(c, c)
+        sc = lay["scale"]
+        loglik = -0.5 * st["terms"] - float((lay["count"] * lay["log_scale"]).sum())
+        return n_obs, S1 * sc, S2 * np.outer(sc, sc), loglik
 
     def _conditional_covariances(self, X):
         """(n_samples, D, D): C_i on each row's missing block, zero elsewhere (Sigma for an empty row)."""
         X = self._check_X(X)
-        lay = _layout(X)
+        lay = _layout(X, self.covariance_, data_scales=False)
+        mu, Sigma, fac = self._fitted_in(lay)
         n, D = X.shape
         cov = np.zeros((n, D, D))
-        self._pass(lay, self.mean_, self.covariance_, self._fitted_factor(), cov=cov)
+        self._pass(lay, mu, Sigma, fac, cov=cov)
         cov[lay["n_miss"] == D] = self.covariance_
         return cov
-
-
-def _factor(Sigma):
-    """(L, W, Q, log det Sigma, kappa) with Sigma = L L^T, W = L^{-1}, Q = Sigma^{-1} and
-    kappa = ||Sigma||_1 ||Q||_1 (the 1-norm condition number); log det = NaN if not PD."""
-    D = Sigma.shape[0]
-    L, W, Q = np.zeros((D, D)), np.zeros((D, D)), np.zeros((D, D))
-    logdet = _sigma_factor_kernel(np.ascontiguousarray(Sigma, dtype=np.float64), L, W, Q)
-    kappa = float(np.abs(Sigma).sum(axis=0).max() * np.abs(Q).sum(axis=0).max())
-    return L, W, Q, logdet, kappa
 
 
 # ----------------------------------------------------------------------------
@@ -1191,10 +1426,20 @@ EMREF_VARIANTS = ("mcar", "mar", "ill-conditioned")
 EMREF_N = 2000
 # Recovery tolerance: the RMS error over the entries of mean and covariance
 # must be at most C / sqrt(n) (sampling error). Measured over seeds 0-99 at
-# n=2000 (D=4, 20-25% missing), the largest sqrt(n) * RMS was 6.5 for 'mcar'
-# (median 2.4), 7.6 for 'mar' (median 2.6) and 0.87 for 'ill-conditioned'
-# (median 0.39: its entries are small); it varies with the scale of the random
+# n=2000 (D=4, 20-25% missing; the harness's draws), the largest sqrt(n) * RMS
+# was 6.5 for 'mcar' (median 2.4), 7.6 for 'mar' (median 2.6) and 0.87 for
+# 'ill-conditioned' (median 0.39); it varies with the scale of the random
 # covariance. C = 12 leaves a margin of 1.6 over the worst of the 300 fits.
+# For 'ill-conditioned' the margin is 14: its entries are small, the RMS is not
+# scale-free, and the harness takes one C per file. Scaling its covariance up
+# would tighten it (x8 gives a largest sqrt(n) * RMS of 6.5, like 'mcar') but,
+# measured over seeds 0-19, it pushes the consistency check's error ratio
+# (limit 0.5) for seeds 0 and 4 from 0.41 / 0.42 to 0.50 / 0.49 (x4: 0.48 /
+# 0.47): with one eigenvalue dominating, the covariance errors then dominate
+# the RMS and move together, leaving the 4-replicate ratio few degrees of
+# freedom. So the variant keeps eigenvalues 1..1e-4; its accuracy is tested
+# against exact rational arithmetic and the oracles instead
+# (tests/test_impute.py), and a per-variant C would need a harness change.
 EMREF_RECOVERY_C = 12.0
 EMREF_PLOT_PANELS = 2
 _MISSING_RATE = 0.2          # MCAR: each cell missing with this probability
@@ -1309,11 +1554,13 @@ def _numpy_conditionals(X, mean, S):
 
 
 def _numpy_prior_scale(X):
-    """s^2 of the module docstring, in plain numpy."""
+    """s^2 of the module docstring, in plain numpy: the observed variance, else (fewer than two
+    distinct observed values) their value squared, else 1."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         var, msq = np.nanvar(X, axis=0), np.nanmean(X * X, axis=0)
-    return np.where(var > 0, var, np.where(msq > 0, msq, 1.0))
+        distinct = np.nanmax(X, axis=0) > np.nanmin(X, axis=0)
+    return np.where(distinct, var, np.where(msq > 0, msq, 1.0))
 
 
 def _numpy_em_step(X, mean, S, ridge):
@@ -1379,7 +1626,10 @@ def emref_hostile(variant, X):
     empty_col = X.copy(); empty_col[:, 1] = np.nan
     text = np.array([["a", "b"], ["c", "d"]])
     cplx = X.astype(complex)
-    few = X[:2].copy(); few[:] = X[:2]
+    few = X[:2].copy()
+    dates = np.full((5, 2), np.datetime64("2020-01-01"))
+    tiny = X.copy(); tiny[:, 0] *= 1e-160
+    collinear = np.column_stack([X, X[:, 0] + X[:, 1]])
     not_sym = np.eye(D); not_sym[0, 1] = 0.5
     not_pd = -np.eye(D)
     return [
@@ -1391,11 +1641,15 @@ def emref_hostile(variant, X):
         ("X with no columns", lambda: E().fit(np.empty((5, 0))), []),
         ("non-numeric X", lambda: E().fit(text), [text]),
         ("complex X", lambda: E().fit(cplx), [cplx]),
+        ("datetime X", lambda: E().fit(dates), [dates]),
+        ("a column of spread below 1e-150", lambda: E().fit(tiny), [tiny]),
         ("no observed value at all", lambda: E().fit(all_nan), [all_nan]),
         ("a column with no observed value", lambda: E().fit(empty_col), [empty_col]),
         ("ridge = 0 with fewer rows than columns", lambda: E(ridge=0.0).fit(few), [few]),
+        ("ridge = 0 with an exactly collinear column", lambda: E(ridge=0.0).fit(collinear), [collinear]),
         ("negative ridge", lambda: E(ridge=-1.0).fit(X), [X]),
         ("infinite ridge", lambda: E(ridge=np.inf).fit(X), [X]),
+        ("ridge above 1e300", lambda: E(ridge=1e308).fit(X), [X]),
         ("ridge as a string", lambda: E(ridge="1e-6").fit(X), [X]),
         ("negative tol", lambda: E(tol=-1.0).fit(X), [X]),
         ("NaN tol", lambda: E(tol=np.nan).fit(X), [X]),
@@ -1431,6 +1685,9 @@ def emref_edge(variant):
     constant = X.copy(); constant[:, 2] = np.where(np.isnan(X[:, 2]), np.nan, 1.5)
     collinear = np.column_stack([X, X[:, 0] + X[:, 1]])
     single_obs = X.copy(); single_obs[1:, 0] = np.nan
+    # columns whose scales span 1e-120 .. 1e120 (a float64 covariance still holds them all)
+    mixed_big = X * np.resize([4e49, 1e120, 1.0, 1e110], D)
+    mixed_small = X * np.resize([2.5e-50, 1e-120, 1.0, 1e-140], D)
     return [
         ("integer X (no missing cell)", lambda: E().fit(ints)),
         ("float32 X", lambda: E().fit(f32)),
@@ -1449,6 +1706,9 @@ def emref_edge(variant):
         ("a large ridge", lambda: E(ridge=10.0).fit(X)),
         ("data of scale 1e-8", lambda: E().fit(X * 1e-8)),
         ("data of scale 1e8 far from the origin", lambda: E().fit(1e8 + X * 1e8)),
+        ("mixed extreme column scales (4e49, 1e120, 1, 1e110)", lambda: E().fit(mixed_big)),
+        ("mixed extreme column scales (2.5e-50, 1e-120, 1, 1e-140)", lambda: E().fit(mixed_small)),
+        ("ridge = 0 on mixed extreme column scales", lambda: E(ridge=0.0).fit(mixed_small)),
     ]
 
 
@@ -1487,12 +1747,25 @@ def emref_plot(axes, variant, truth, params, X, z):
 # -- seed scenario: the tutorial's imputation ----------------------------------
 
 _TUTORIAL_COV = np.array([[1.0, 0.5, 0.3], [0.5, 1.0, 0.2], [0.3, 0.2, 1.0]])
-# Passing criterion: MSE_em <= MSE_oracle (1 + C / sqrt(n_missing)), the oracle
-# imputing with the true parameters. MSE_em / MSE_oracle - 1 is O(1 / n) in
-# expectation (the parameters' estimation error) with fluctuations from the
-# same source. Measured over seeds 0-299, sqrt(n_missing) (MSE_em / MSE_oracle - 1)
-# had median 0.07 and maximum 0.61, so C = 1 leaves a margin of 1.6 (about 4%
-# of the oracle's MSE at n_missing = 600; imputing column means costs ~20%).
+# Pass rule, two parts:
+# 1. F(fit) >= F(truth) on the scenario's data, exactly (no tolerance): EM
+#    maximises F, so the fitted parameters can only score higher than the true
+#    ones. Measured over seeds 0-299: F(fit) - F(truth) between 7e-4 and 1.2e-2
+#    for EM (so far above round-off), and between -4.5e-2 and -2.2e-2 for the
+#    tutorial's plug-in (tests/broken_models/impute_plugin.py), which this part
+#    catches on every seed.
+# 2. MSE_em <= MSE_oracle (1 + C / sqrt(n_missing)), the oracle imputing with
+#    the true parameters. The excess MSE_em / MSE_oracle - 1 is the
+#    parameters' estimation error carried into the imputations: its mean is
+#    O(p / n) (p = 9 parameters; measured 0.0037 at n = 1000) and its spread is
+#    of the same order (sd 0.0059), with a cross term of order 1 / sqrt(n k).
+#    The allowance C / sqrt(k) does not follow that rate; it is a fixed
+#    allowance at this n, set from measurements: over seeds 0-299 the excess
+#    was at most 0.025 (sqrt(k) times it at most 0.61, median 0.07), so C = 1
+#    (about 0.04 at k ~ 600) leaves a margin of 1.6. It is a sanity bound
+#    (imputing column means costs 14-30% here, measured on seeds 0-49), not
+#    the test of EM: the plug-in's excess (up to 0.047) passes it on most
+#    seeds, and part 1 is what fails it.
 _TUTORIAL_C = 1.0
 
 
@@ -1501,10 +1774,16 @@ def _tutorial(seed, n=1000):
 
     The tutorial's plug-in algorithm (fill with conditional means, take the
     covariance of the filled data) shrinks the variances of the imputed
-    columns; EM does not (tests/test_impute.py). Passes when the imputation
-    MSE over the missing cells is within the sampling allowance of the
-    oracle's (conditional means under the true parameters) and EM converged.
+    columns; EM does not (tests/test_impute.py). Passes when EM converged, its
+    objective on the data is at least the objective at the true parameters,
+    and the imputation MSE over the missing cells is within the allowance of
+    the oracle's (conditional means under the true parameters).
     """
+    return _tutorial_run(seed, EMImputer, n)
+
+
+def _tutorial_run(seed, estimator_class, n=1000):
+    """_tutorial with any estimator class of EMImputer's API (the tests pass a broken one)."""
     rng = np.random.default_rng(seed)
     truth = {"mean": np.zeros(3), "covariance": _TUTORIAL_COV.copy()}
     Z = rng.standard_normal((n, 3)) @ np.linalg.cholesky(_TUTORIAL_COV).T
@@ -1512,9 +1791,11 @@ def _tutorial(seed, n=1000):
     M = rng.random(Z.shape) < _MISSING_RATE
     X[M] = np.nan
     t0 = time.perf_counter()
-    est = EMImputer(random_state=seed)
+    est = estimator_class(random_state=seed)
     filled = est.fit_transform(X)
     seconds = time.perf_counter() - t0
+    f_fit = est.objective(X)
+    f_truth = _at_params(truth, like=est).objective(X)
     oracle = _at_params(truth).transform(X)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -1524,13 +1805,15 @@ def _tutorial(seed, n=1000):
     mse0 = float(np.mean((oracle[M] - Z[M]) ** 2))
     mse_mean = float(np.mean((mean_fill[M] - Z[M]) ** 2))
     bound = mse0 * (1.0 + _TUTORIAL_C / math.sqrt(k))
-    passed = bool(mse <= bound and est.converged_)
+    passed = bool(mse <= bound and est.converged_ and f_fit >= f_truth)
     return {
         "variant": "mcar", "truth": truth, "X": X, "z": Z, "estimator": est,
         "metrics": {"mse": mse, "mse_oracle": mse0, "mse_mean_imputation": mse_mean, "n_missing": k,
+                    "objective": f_fit, "objective_truth": f_truth,
                     "iterations": est.n_iter_, "fit_seconds": seconds},
         "passed": passed,
-        "detail": (f"imputation MSE {mse:.4f} vs {mse0:.4f} with the true parameters (allowed up to {bound:.4f}; "
+        "detail": (f"objective {f_fit:.6f} vs {f_truth:.6f} at the true parameters (must not be below); "
+                   f"imputation MSE {mse:.4f} vs {mse0:.4f} with the true parameters (allowed up to {bound:.4f}; "
                    f"column means {mse_mean:.4f}) on {k} missing cells; {est.n_iter_} iterations"
                    f"{'' if est.converged_ else ', not converged'}, {1e3 * seconds:.0f} ms"),
     }

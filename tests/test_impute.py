@@ -12,19 +12,23 @@ what is particular to the imputer:
    scipy.optimize (BFGS, analytic gradient) over the mean and a Cholesky
    factor with log diagonal reaches the same point;
 3. the route choice: both routes and scipy against exact rational
-   arithmetic on ill-conditioned covariances;
+   arithmetic on ill-conditioned covariances; the route and the fall
+   detector independent of the units of the columns;
 4. the tutorial's naive plug-in (fill with conditional means, take the
    covariance of the filled data) shrinks the variances of missing-heavy
    columns while EM does not (with a comparison plot);
 5. missing at random: EM's means are unbiased where the observed column means
    are not;
 6. transform, sample (multiple imputation: the draws' mean and covariance
-   against the conditional distribution), score, objective;
-7. hostile input, no mutation, fully missing rows, rank-deficient data with
-   the ridge, tol=0, max_iter, warnings, determinism, equivariance;
+   against the conditional distribution, on both routes), score, objective;
+7. hostile input (each refusal for its own reason), validation order, no
+   mutation, failed refits, fully missing rows, rank-deficient data with the
+   ridge, ridge = 0 on collinear data, the round-off rule on large collinear
+   data, tol=0, max_iter, warnings, determinism, equivariance, extreme and
+   mixed column scales, the work memory per chunk;
 8. hypothesis fuzzing of the log-likelihood and conditional-mean kernels
    against scipy / numpy;
-9. the tutorial scenario on seeds 0-9.
+9. the tutorial scenario on seeds 0-9, and its failure with the plug-in model.
 
 Tolerances are of two kinds only:
 
@@ -38,9 +42,11 @@ Tolerances are of two kinds only:
   the standard error computed from the model itself.
 """
 
+import importlib.util
 import math
 import warnings
 from fractions import Fraction
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -57,6 +63,7 @@ from harness.checks import assert_monotone, assert_one_sentence
 from models.impute import ConvergenceWarning, EMImputer, NotFittedError
 
 TUTORIAL_COV = np.array([[1.0, 0.5, 0.3], [0.5, 1.0, 0.2], [0.3, 0.2, 1.0]])
+EPS = np.finfo(float).eps
 
 
 # ----------------------------------------------------------------------------
@@ -109,9 +116,11 @@ def at(mean, cov, **kw):
 
 
 def prior_scale(X):
-    """s^2 of the module docstring (observed variance, else mean square, else 1)."""
+    """s^2 of the module docstring (observed variance, else (fewer than two distinct
+    observed values) their value squared, else 1)."""
     var, msq = np.nanvar(X, axis=0), np.nanmean(X * X, axis=0)
-    return np.where(var > 0, var, np.where(msq > 0, msq, 1.0))
+    distinct = np.nanmax(X, axis=0) > np.nanmin(X, axis=0)
+    return np.where(distinct, var, np.where(msq > 0, msq, 1.0))
 
 
 def numpy_e_step(X, mean, cov):
@@ -148,6 +157,22 @@ def numpy_em(X, mean, cov, n_iter, ridge):
         R = fill[seen] - mean
         cov = (R.T @ R + C[seen].sum(axis=0) + np.diag(lam)) / k
     return mean, cov, np.array(history)
+
+
+def plug_in_model():
+    """The broken model tests/broken_models/impute_plugin.py (an M-step without the C_i)."""
+    spec = importlib.util.spec_from_file_location(
+        "impute_plugin_test", Path(__file__).parent / "broken_models" / "impute_plugin.py")
+    broken = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(broken)
+    return broken
+
+
+def cond_corr_1(cov):
+    """1-norm condition number of the correlation matrix of cov, in plain numpy."""
+    sd = np.sqrt(np.diag(cov))
+    R = cov / np.outer(sd, sd)
+    return np.linalg.norm(R, 1) * np.linalg.norm(np.linalg.inv(R), 1)
 
 
 def rel(a, b):
@@ -423,13 +448,7 @@ def test_plug_in_covariance_is_biased_low_while_em_is_not(tmp_path):
 
 
 def test_the_broken_plug_in_model_warns_about_falls():
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "impute_plugin_test", Path(__file__).parent / "broken_models" / "impute_plugin.py")
-    broken = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(broken)
+    broken = plug_in_model()
     X, _, _, _ = data(4, n=500)
     with pytest.warns(RuntimeWarning, match="fell by more than round-off"):
         est = broken.EMImputer(max_iter=30, tol=1e-8).fit(X)
@@ -437,6 +456,32 @@ def test_the_broken_plug_in_model_warns_about_falls():
     # no fall beyond round-off is taken as convergence
     if est.converged_:
         assert est.history_[-1] - est.history_[-2] > -1e-10 * abs(est.history_[-1])
+
+
+def test_route_and_fall_detection_do_not_depend_on_the_units():
+    """kappa (route switch, fall threshold) is the condition number of the correlation
+    matrix: columns rescaled by (1e-6, 1, 1e4, 3) keep it (15.5 here, while cond(Sigma)
+    becomes ~1e20), so every pattern with m <= o still takes the precision route, and the
+    plug-in model's falls are still reported."""
+    X, _, mean, cov = data(4, n=500)
+    a = np.array([1e-6, 1.0, 1e4, 3.0])
+    k_unit, k_scaled = impute._factor(cov)[4], impute._factor(cov * np.outer(a, a))[4]
+    assert k_unit == pytest.approx(cond_corr_1(cov), rel=1e-10)
+    assert k_scaled == pytest.approx(k_unit, rel=1e-10) and k_unit < 1e6
+    # rows with one missing cell (m = 1 <= o = 3): the documented choice is the precision route
+    rows = X[np.isnan(X).sum(axis=1) <= 1]
+    for scale in (np.ones(4), a):
+        out = {}
+        for route in (0, 1, 2):
+            est = at(mean * scale, cov * np.outer(scale, scale))
+            est._route = route
+            out[route] = est.transform(rows * scale)
+        assert np.array_equal(out[0], out[1])                     # auto = precision, bit for bit
+        assert not np.array_equal(out[0], out[2])
+    broken = plug_in_model()
+    for scale in (np.ones(4), a):
+        with pytest.warns(RuntimeWarning, match="fell by more than round-off"):
+            broken.EMImputer(max_iter=30, tol=1e-8).fit(X * scale)
 
 
 # ----------------------------------------------------------------------------
@@ -490,18 +535,22 @@ def test_transform_fills_only_missing_cells_and_fit_transform_matches():
 def test_draws_follow_the_conditional_distribution(ill):
     """Each row repeated 4,000 times: the draws' mean per missing cell within 5
     standard errors sqrt(C_jj / k) of the conditional mean, their covariance
-    entries within 5 sqrt((C_jj C_ll + C_jl^2) / k) of C. Rows with m <= o
-    (precision route), m > o (direct route) and nothing observed; 'ill' makes
-    cond(Sigma) > 1e6 so every pattern takes the direct route."""
-    rng = np.random.default_rng(7)
-    D = 4
+    entries within 5 sqrt((C_jj C_ll + C_jl^2) / k) of C. Rows with m = 1 and
+    m = 2 <= o (precision route; with m = 2, F^{-T} z and the wrong F^{-1} z
+    differ: by about 30 standard errors for this covariance), m > o (direct
+    route) and nothing observed; 'ill' makes kappa > 1e6 so every pattern takes
+    the direct route."""
+    rng = np.random.default_rng(1)
+    D = 5
     Qm, _ = np.linalg.qr(rng.standard_normal((D, D)))
-    lam = 10.0 ** np.array([0, -2, -4, -7]) if ill else np.array([2.0, 1.0, 0.7, 0.4])
+    lam = 10.0 ** np.array([0, -2, -4, -7, -9]) if ill else np.array([4.0, 1.0, 0.5, 0.2, 0.1])
     cov = (Qm * lam) @ Qm.T
     cov = 0.5 * (cov + cov.T)
+    assert (impute._factor(cov)[4] > 1e6) == ill
     mean = rng.normal(size=D)
     est = at(mean, cov, random_state=11)
-    rows = np.array([[0.3, np.nan, -1.0, 0.2], [np.nan, np.nan, np.nan, 0.5], [np.nan] * D])
+    rows = np.array([[0.3, np.nan, -1.0, 0.2, 0.1], [0.3, np.nan, -1.0, np.nan, 0.1],
+                     [np.nan, np.nan, np.nan, 0.5, np.nan], [np.nan] * D])
     k = 4000
     X = np.repeat(rows, k, axis=0)
     before = X.copy()
@@ -544,13 +593,55 @@ def test_sample_is_reproducible_and_never_uses_the_global_seed():
 # ----------------------------------------------------------------------------
 
 
+# each emref_hostile case and a phrase its message must contain, so that no case
+# passes by raising for another reason (a new case needs an entry here)
+HOSTILE_PHRASES = {
+    "X with infinity": "contains infinity",
+    "X beyond 1e150": "beyond the 1e+150",
+    "X 1-D": "got 1 dimension(s)",
+    "X 3-D": "got 3 dimension(s)",
+    "X with no rows": "is empty; got shape (0, 4)",
+    "X with no columns": "is empty; got shape (5, 0)",
+    "non-numeric X": "not strings",
+    "complex X": "real-valued",
+    "datetime X": "dates or time spans",
+    "a column of spread below 1e-150": "Column 0 of X has a spread of only",
+    "no observed value at all": "no observed value at all",
+    "a column with no observed value": "Column 1 of X has no observed value",
+    "ridge = 0 with fewer rows than columns": "use ridge > 0",
+    "ridge = 0 with an exactly collinear column": "collinear",
+    "negative ridge": "ridge must be a non-negative number; got -1.0",
+    "infinite ridge": "ridge must be a non-negative number; got inf",
+    "ridge above 1e300": "ridge must be at most 1e+300",
+    "ridge as a string": "ridge must be a non-negative number; got '1e-6'",
+    "negative tol": "tol must be a non-negative number; got -1.0",
+    "NaN tol": "tol must be a non-negative number; got nan",
+    "negative max_iter": "max_iter must be an integer >= 0; got -1",
+    "fractional max_iter": "max_iter must be an integer >= 0; got 2.5",
+    "mean_init of the wrong length": "mean_init must have shape (4,)",
+    "mean_init with NaN": "mean_init contains NaN",
+    "covariance_init not symmetric": "covariance_init must be symmetric",
+    "covariance_init not positive definite": "covariance_init must be positive definite",
+    "transform before fit": "not fitted yet",
+    "sample before fit": "not fitted yet",
+    "transform with other n_features": "X has 8 features, but EMImputer was fitted with 4 features",
+    "score_samples with other n_features": "X has 1 feature, but EMImputer was fitted with 4 features",
+    "sample with other n_features": "X has 1 feature, but EMImputer was fitted with 4 features",
+    "sample with n_draws = 0": "n_draws must be an integer >= 1",
+    "negative random_state": "random_state must be a non-negative integer",
+}
+
+
 def test_hostile_inputs_raise_one_sentence_errors_and_leave_arrays_unchanged():
     X, _, _, _ = data(9, n=120)
-    for name, call, arrays in impute.emref_hostile("mcar", X):
+    cases = impute.emref_hostile("mcar", X)
+    assert sorted(name for name, _, _ in cases) == sorted(HOSTILE_PHRASES)
+    for name, call, arrays in cases:
         before = [a.copy() for a in arrays]
         with pytest.raises((ValueError, TypeError)) as info:
             call()
         assert_one_sentence(str(info.value))
+        assert HOSTILE_PHRASES[name] in str(info.value), (name, str(info.value))
         assert not type(info.value).__module__.startswith("numba"), name
         for a, b in zip(arrays, before):
             assert np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"), name
@@ -578,6 +669,45 @@ def test_more_hostile_inputs():
         with pytest.raises(kind) as info:
             call()
         assert_one_sentence(str(info.value))
+
+
+def test_validation_order_and_messages():
+    """objective checks ridge, and sample checks n_draws and random_state, before reading X;
+    feature counts are singular or plural as they should be; dates are refused."""
+    X, _, _, _ = data(10, n=60)
+    est = EMImputer().fit(X)
+    not_an_array = [["a"]]
+    with pytest.raises(ValueError, match="random_state must be"):
+        est.sample(not_an_array, random_state=-1)
+    with pytest.raises(ValueError, match="n_draws must be"):
+        est.sample(not_an_array, n_draws=0)
+    est.set_params(ridge=-1.0)
+    with pytest.raises(ValueError, match="ridge must be a non-negative number"):
+        est.objective(not_an_array)
+    est.set_params(ridge=1e-6)
+    with pytest.raises(ValueError, match=r"^X has 1 feature, but EMImputer was fitted with 4 features\.$"):
+        est.transform(X[:, :1])
+    one = EMImputer().fit(X[:, :1])
+    with pytest.raises(ValueError, match=r"^X has 2 features, but EMImputer was fitted with 1 feature\.$"):
+        one.transform(X[:, :2])
+    for dates in (np.full((4, 2), np.datetime64("2021-03-04")), np.full((4, 2), np.timedelta64(3, "s"))):
+        with pytest.raises(ValueError, match="dates or time spans") as info:
+            EMImputer().fit(dates)
+        assert_one_sentence(str(info.value))
+
+
+def test_a_failed_refit_leaves_the_previous_fit_intact():
+    """A fit that raises (here: ridge = 0 on collinear columns) changes no fitted attribute."""
+    X, _, _, _ = data(11, n=300)
+    est = EMImputer().fit(X)
+    before = {k: np.copy(v) for k, v in vars(est).items() if k.endswith("_")}
+    collinear = np.column_stack([X, X[:, 0] + X[:, 1]])
+    with pytest.raises(ValueError, match="collinear"):
+        est.set_params(ridge=0.0).fit(collinear)
+    after = {k: v for k, v in vars(est).items() if k.endswith("_")}
+    assert after.keys() == before.keys()
+    for k in before:
+        assert np.array_equal(after[k], before[k]), k
 
 
 def test_inputs_are_never_mutated():
@@ -629,8 +759,81 @@ def test_rank_deficient_data_with_the_ridge_never_nan(n):
     assert_monotone(est.history_)
     assert np.isfinite(est.transform(X)).all() and np.isfinite(est.score_samples(X)).all()
     assert np.isfinite(est.sample(X, 2, random_state=0)).all()
-    with pytest.raises(ValueError, match="increase ridge"):
+    with pytest.raises(ValueError, match="use ridge > 0"):
         EMImputer(ridge=0.0).fit(X)
+
+
+@pytest.mark.parametrize("mask_seed", range(6))
+def test_ridge_zero_refuses_exactly_collinear_columns(mask_seed):
+    """300 rows with col3 = col0 + col1 and 20% MCAR: the MLE is singular, and EM's
+    iterates approach it; with ridge = 0 fit refuses once kappa > 1 / (1e3 D eps), on
+    every mask (no iterate is returned as an estimate), naming the cause and the remedy;
+    the default ridge fits."""
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(4, 4))
+    Z = rng.normal(size=(300, 4)) @ np.linalg.cholesky(A @ A.T + np.eye(4)).T
+    col = np.column_stack([Z[:, :3], Z[:, 0] + Z[:, 1]])
+    X = col.copy()
+    X[np.random.default_rng(mask_seed).random(col.shape) < 0.2] = np.nan
+    with pytest.raises(ValueError, match="collinear or constant columns") as info:
+        fit(EMImputer(ridge=0.0), X)
+    assert_one_sentence(str(info.value))
+    assert "use ridge > 0" in str(info.value)
+    est = fit(EMImputer(), X)
+    assert np.linalg.eigvalsh(est.covariance_).min() > 0
+    assert_monotone(est.history_)
+
+
+def test_collinear_data_at_large_n_follow_the_documented_round_off_rule():
+    """n = 20,000, D = 6, two exact linear relations and a scaled copy of a column, 30%
+    missing, default ridge: kappa ~ 3e10, so the direct route serves every pattern and the
+    objective carries a round-off of up to D eps kappa relative. The documented rule: falls
+    smaller than rho s, rho = D kappa eps, are not reported (and are all history_ shows);
+    history_[-1] agrees with a plain numpy objective to within that round-off; and, the
+    internal scales being powers of two, multiplying a column by 2^10 changes nothing but
+    the units (same iterations, the same estimate scaled exactly)."""
+    rng = np.random.default_rng(11)
+    n = 20_000
+    Z = rng.normal(size=(n, 3))
+    Z = np.column_stack([Z, Z[:, 0] + Z[:, 1], 2 * Z[:, 2] - Z[:, 0], Z[:, 1]])
+    X = Z.copy()
+    X[rng.random(X.shape) < 0.3] = np.nan
+    D = X.shape[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)             # no fall is reported
+        est = fit(EMImputer(), X)
+    kappa = impute._factor(est.covariance_)[4]
+    assert kappa == pytest.approx(cond_corr_1(est.covariance_), rel=1e-3)
+    assert 1e9 < kappa < 1e12
+    rho = D * kappa * EPS
+    h = est.history_
+    assert np.all(np.diff(h) >= -rho * np.abs(h).max())
+    # an independent objective (numpy Cholesky per pattern; scipy's logpdf calls this
+    # covariance singular) at the fitted parameters, and the scale s of its terms
+    S, mu = est.covariance_, est.mean_
+    M = np.isnan(X)
+    pats, inv = np.unique(M, axis=0, return_inverse=True)
+    total, s_terms = 0.0, 0.0
+    for p, m in enumerate(pats):
+        o = ~m
+        if o.any():
+            L = np.linalg.cholesky(S[np.ix_(o, o)])
+            R = np.linalg.solve(L, (X[np.ix_(inv.ravel() == p, o)] - mu[o]).T)
+            logdet = 2 * np.log(np.diag(L)).sum()
+            const, maha = o.sum() * math.log(2 * math.pi), (R * R).sum()
+            total += -0.5 * (R.shape[1] * (const + logdet) + maha)
+            s_terms += 0.5 * (R.shape[1] * (const + abs(logdet)) + maha)
+    prior = 0.5 * np.sum(est.ridge * prior_scale(X) * np.diag(np.linalg.inv(S)))
+    ref = (total - prior) / n
+    s_scale = (s_terms + prior) / n
+    assert abs(h[-1] - ref) <= 2 * rho * s_scale
+    a = np.array([1, 1, 1, 1, 1, 2.0 ** 10])
+    est2 = fit(EMImputer(), X * a)
+    assert est2.n_iter_ == est.n_iter_
+    assert np.array_equal(est2.mean_, est.mean_ * a)
+    assert np.array_equal(est2.covariance_, est.covariance_ * np.outer(a, a))
+    shift = -10 * math.log(2) * (~np.isnan(X[:, 5])).sum() / n
+    assert np.abs(est2.history_ - (h + shift)).max() <= 4 * EPS * np.abs(h).max()
 
 
 def test_tol_zero_runs_exactly_max_iter_and_max_iter_zero_evaluates_the_start():
@@ -686,6 +889,87 @@ def test_equivariant_under_rescaling_and_shifting_columns():
     assert abs(e2.history_[-1] - (e1.history_[-1] + shift)) < 1e-10 * scale
 
 
+@pytest.mark.parametrize("diag", [[1.6e99, 1e240, 1.0], [1.6e-99, 1e-240, 1.0], [1e300, 1e-300, 1e300, 1e-300],
+                                  [1e90, 1e90, 1e90, 1e90]])
+def test_log_determinant_of_extreme_pivots(diag):
+    """The Cholesky log-determinant never multiplies two pivots out of float64's range:
+    D S D with S a correlation matrix and D = diag(sqrt(diag)) has log det =
+    log det S + sum log diag, however large or small the entries."""
+    d = np.sqrt(np.array(diag))
+    k = len(d)
+    S = 0.5 * np.eye(k) + 0.5                                 # correlations 0.5
+    exact = math.fsum(np.log(diag))
+    assert impute._factor(np.diag(diag))[3] == pytest.approx(exact, rel=1e-14, abs=1e-12)
+    exact += np.linalg.slogdet(S)[1]
+    assert impute._factor(S * np.outer(d, d))[3] == pytest.approx(exact, rel=1e-14, abs=1e-12)
+
+
+@pytest.mark.parametrize("scales", [(4e49, 1e120, 1.0), (2.5e-50, 1e-120, 1.0), (1e50, 1e50, 1e110)])
+@pytest.mark.parametrize("ridge", [1e-6, 0.0])
+def test_mixed_extreme_column_scales_fit_as_unit_scales(scales, ridge):
+    """Columns of wildly different scales (the covariance spans 1e-240 .. 1e240) give the
+    unit-scale fit, rescaled: same iterations, estimates and imputations to round-off, the
+    objective shifted by the exact constant -sum_(observed cells) log a_d / n, and
+    history_[-1] = objective(X) bit for bit."""
+    X, _, _, _ = data(21, n=300, D=3, rate=0.2)
+    a = np.array(scales)
+    e1 = EMImputer(ridge=ridge).fit(X)
+    e2 = EMImputer(ridge=ridge).fit(X * a)
+    assert e1.n_iter_ == e2.n_iter_
+    assert rel(e2.mean_ / a, e1.mean_) < 1e-12
+    assert rel(e2.covariance_ / a / a[:, None], e1.covariance_) < 1e-12
+    assert rel(e2.precision_ * a * a[:, None], e1.precision_) < 1e-12
+    assert rel(e2.transform(X * a) / a, e1.transform(X)) < 1e-12
+    shift = -(np.log(a) * (~np.isnan(X))).sum() / len(X)
+    size = abs(e1.history_[-1]) + abs(shift)
+    assert abs(e2.history_[-1] - (e1.history_[-1] + shift)) < 1e-12 * size
+    assert abs(e2.score(X * a) - (e1.score(X) + shift)) < 1e-12 * size
+    assert e2.history_[-1] == e2.objective(X * a)
+    if ridge == 1e-6:                        # emref_objective uses the default ridge
+        assert impute.emref_objective("mcar", impute.emref_params(e2), X * a) == e2.history_[-1]
+    draws = e2.sample(X * a, 2, random_state=0) / a
+    assert np.isfinite(draws).all()
+
+
+def test_tiny_and_huge_scales_are_fitted_exactly_or_refused():
+    """No silent wrong answer at any scale: data scaled by 1e-149 .. 1e148 give the
+    unit-scale fit rescaled; a column whose spread is below 1e-150 (its variance would not
+    fit in float64) is refused with a one-sentence message; a power-of-two scale changes
+    the fit's numbers by exactly that power."""
+    X, _, _, _ = data(2, n=300, D=3, rate=0.2)
+    ref = EMImputer().fit(X)
+    cells = (~np.isnan(X)).sum()
+    for sc in (1e-149, 1e-120, 1e-60, 1e-8, 1e8, 1e60, 1e120, 1e148):
+        est = EMImputer().fit(X * sc)
+        assert est.converged_ and est.n_iter_ == ref.n_iter_
+        assert rel(est.mean_ / sc, ref.mean_) < 1e-12
+        assert rel(est.covariance_ / sc / sc, ref.covariance_) < 1e-12
+        assert rel(est.transform(X * sc) / sc, ref.transform(X)) < 1e-12
+        shift = -math.log(sc) * cells / len(X)
+        assert abs(est.history_[-1] - (ref.history_[-1] + shift)) < 1e-12 * (abs(shift) + 10)
+        assert est.history_[-1] == est.objective(X * sc)
+    for sc in (1e-152, 1e-160, 1e-170, 1e-200, 1e-300):
+        with pytest.raises(ValueError, match="spread of only .* below the 1e-150 .* rescale X") as info:
+            EMImputer().fit(X * sc)
+        assert_one_sentence(str(info.value))
+    tiny = X.copy()
+    tiny[:, 1] *= 1e-170                      # one column only
+    with pytest.raises(ValueError, match="Column 1 of X has a spread of only"):
+        EMImputer().fit(tiny)
+    # powers of two: exactly the same computation
+    p = 2.0 ** -400
+    est = EMImputer().fit(X * p)
+    assert np.array_equal(est.mean_, ref.mean_ * p) and np.array_equal(est.covariance_, ref.covariance_ * p * p)
+    assert np.array_equal(est.transform(X * p), ref.transform(X) * p)
+    # a constant column at the edge: the ridge's variance ridge s^2 / n (~1e-309) is below
+    # float64's normal range, so the fit is refused rather than returned with a subnormal
+    const = X.copy()
+    const[:, 2] = np.where(np.isnan(X[:, 2]), np.nan, 2e-150)
+    const = np.repeat(const, 10, axis=0)
+    with pytest.raises(ValueError, match="does not fit in float64 in the units of X; rescale X"):
+        EMImputer().fit(const)
+
+
 def test_input_forms_give_the_same_fit():
     X, _, _, _ = data(19, n=200)
     ref = EMImputer().fit(X)
@@ -706,6 +990,22 @@ def test_sklearn_style_parameters_and_clone():
     c = clone(est)
     assert c.get_params() == est.get_params() and c is not est
     assert est.set_params(ridge=0.1) is est and est.ridge == 0.1
+
+
+def test_work_memory_grows_with_the_chunks_only_by_the_statistics():
+    """The arrays a fit keeps per chunk are the statistics' partials (D (D + 1) / 2 + D + 2
+    numbers per chunk); the E-step's scratch (O(D^2) per chunk before) is allocated by each
+    running chunk, and CS is folded into S2 (no D x D partial per chunk)."""
+    rng = np.random.default_rng(23)
+    n, D = 5 * impute.CHUNK + 7, 12
+    X = rng.normal(size=(n, D))
+    X[rng.random(X.shape) < 0.2] = np.nan
+    lay, _ = EMImputer(max_iter=2, tol=0.0)._fit(X)
+    n_chunks = -(-n // impute.CHUNK)
+    per_chunk = [k for k, v in lay.items() if isinstance(v, np.ndarray) and v.ndim and v.shape[0] == n_chunks
+                 and n_chunks != n]
+    held = sum(a.size for a in lay.get("partials", ()))
+    assert per_chunk == [] and held == n_chunks * (D * (D + 1) // 2 + D + 2)
 
 
 def test_d_larger_than_64_columns():
@@ -777,3 +1077,18 @@ def test_tutorial_scenario(seed):
     assert_monotone(out["estimator"].history_)
     m = out["metrics"]
     assert m["mse"] < m["mse_mean_imputation"]
+    assert m["objective"] == out["estimator"].history_[-1] and m["objective"] >= m["objective_truth"]
+    assert "at the true parameters" in out["detail"]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_tutorial_scenario_fails_the_plug_in_model(seed):
+    """The scenario's pass rule catches the tutorial's own bug: the plug-in covariance
+    (tests/broken_models/impute_plugin.py) scores below the true parameters on the data."""
+    broken = plug_in_model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = impute._tutorial_run(seed, broken.EMImputer)
+    m = out["metrics"]
+    assert not out["passed"]
+    assert m["objective"] < m["objective_truth"]
