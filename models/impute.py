@@ -168,7 +168,9 @@ The statistics are accumulated within fixed chunks of CHUNK sorted rows
 (``prange`` over chunks); within a chunk, S2 and the Mahalanobis terms are
 computed over blocks of BLOCK rows held transposed, so the inner loops run
 over rows and vectorise. The chunk partials are added in chunk order, so the
-results are bit-identical for any number of numba threads. Memory: the
+results are bit-identical for any number of numba threads (and, with no
+fast-math flags, in the process that compiled the kernels as in those that
+load them from numba's cache). Memory: the
 partials take about D^2 / 2 numbers per chunk (CHUNK rows), i.e. 1 / (2 CHUNK)
 of X's size per column of X; each running chunk allocates its own O(D^2)
 scratch, freed when it ends. With a single
@@ -278,9 +280,10 @@ from numba import get_num_threads, njit, prange, set_num_threads
 # the unit of the vectorised loops over rows inside a chunk.
 CHUNK = 1024
 BLOCK = 64
-# Fast-math without 'nnan'/'ninf': reassociation lets LLVM vectorise the sums
-# over the rows of a block.
-_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+# No fast-math flags anywhere in this file: with them on the E-step kernel, the
+# process that compiled the kernels computed different bits from the processes
+# that later loaded them from numba's cache (measured; about 15% of the E-step's
+# speed is the price of identical results in every process).
 _LOG_2PI = math.log(2.0 * math.pi)
 _LN2 = math.log(2.0)
 # Largest accepted |x|: squares reach 1e300, leaving room for the sums.
@@ -469,7 +472,7 @@ def _factor_pattern(p, m_ptr, m_idx, o_ptr, o_idx, Sigma, Q, logdet_sigma, want_
     return 1, ld
 
 
-@njit(cache=True, parallel=True, fastmath=_FASTMATH)
+@njit(cache=True, parallel=True)
 def _e_step_kernel(Xs, pat, m_ptr, m_idx, o_ptr, o_idx, centre, Sigma, Q, W, logdet_sigma, rule,
                    want_stats, want_ll, want_fill, want_cov, z, z_off, orig, scale, log_scale,
                    pS1, pS2, pConst, pAbs, status, ll_out, fill_out, cov_out, draws_out):

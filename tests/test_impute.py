@@ -1092,3 +1092,43 @@ def test_tutorial_scenario_fails_the_plug_in_model(seed):
     m = out["metrics"]
     assert not out["passed"]
     assert m["objective"] < m["objective_truth"]
+
+
+_COMPILE_VS_CACHE = """
+import hashlib, sys, warnings
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from impute import EMImputer
+warnings.simplefilter("ignore")
+rng = np.random.default_rng(0)
+A = rng.standard_normal((6, 6))
+X = rng.standard_normal((2000, 6)) @ A
+X[rng.random(X.shape) < 0.3] = np.nan
+est = EMImputer(max_iter=50, tol=0).fit(X)
+h = hashlib.sha256()
+for a in (est.mean_, est.covariance_, est.history_, est.transform(X)):
+    h.update(np.ascontiguousarray(a).tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_the_compiling_process_and_cache_loading_processes_compute_the_same_bits(tmp_path):
+    # With fast-math flags on the parallel E-step kernel, the process that compiled the
+    # kernels computed different bits (from the first iteration on) from processes that
+    # later loaded them from numba's cache, on this 6-column fit (measured); the harness's
+    # determinism check compares only cache-loading processes. The file is copied alone into
+    # tmp_path, so the first process compiles into an empty cache.
+    import shutil
+    import subprocess
+    import sys
+    shutil.copy(impute.__file__, tmp_path / "impute.py")
+    script = tmp_path / "fit.py"
+    script.write_text(_COMPILE_VS_CACHE)
+    env = {k: v for k, v in __import__("os").environ.items() if k != "NUMBA_NUM_THREADS"}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "cache")
+    runs = [subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, capture_output=True,
+                           text=True, timeout=600) for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr[-2000:]
+    compiled, cached = (r.stdout.strip().splitlines()[-1] for r in runs)
+    assert compiled == cached, "the compiling process and a cache-loading process differ"
