@@ -310,6 +310,13 @@ def _say(*args):
     print(*args, flush=True)
 
 
+def _say_warnings(tag, warned):
+    """Print each library's recorded warnings ({who: [line, ...]})."""
+    for who, lines in warned.items():
+        for line in lines:
+            _say(f"[{tag}] warning from {who}: {line}")
+
+
 def _require_peer(module_name, pip_name, family):
     import importlib
     try:
@@ -1266,9 +1273,7 @@ def _lda_workload(module, Peer, cfg, repeats, seed):
          f"{q['ours_history_vs_recomputed_rel_diff']:.1e}; vs ours.perplexity(X_train): "
          f"{q['ours_history_vs_perplexity_rel_diff']:+.1e}; sklearn's topics, held-out perplexity by ours vs "
          f"sklearn's perplexity(): rel diff {q['sklearn_topics_perplexity_rel_diff']:.1e}")
-    for who, w in results["warnings"].items():
-        for line in w:
-            _say(f"[lda] warning from {who}: {line}")
+    _say_warnings("lda", results["warnings"])
 
     results["reach"] = _lda_reach(Ours, Peer, cfg, Xtr, train["sklearn"], ours, results, repeats, seed)
     results["starts"] = _lda_starts(Ours, Peer, cfg, Xtr, Xte, seed, held, train, hist_ppl[-1], fitted)
@@ -1660,9 +1665,7 @@ def bench_impute(module, args, cfg):
          f"RMSE on the missing cells: oracle {rmse['oracle']:.4f}, ours {rmse['ours']:.4f} "
          f"({100 * (results['rmse_ratio_ours_over_oracle'] - 1):+.2f}%), sklearn {rmse['sklearn']:.4f}; ours "
          f"{ours.n_iter_} EM iterations (converged {ours.converged_})")
-    for who, w in results["warnings"].items():
-        for line in w:
-            _say(f"[impute] warning from {who}: {line}")
+    _say_warnings("impute", results["warnings"])
     _say(f"\n[impute] first-call compile: {compile_repeats} fresh process(es), each with an empty NUMBA_CACHE_DIR: "
          "EMImputer().fit_transform on 1,000 x 3 with 20% missing, twice")
     results["compile"] = _compile_runs(

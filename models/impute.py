@@ -371,6 +371,28 @@ def _lower_inverse(L, k, dinv, W):
             W[i, c] = s * dinv[i]
 
 
+@njit(cache=True, inline="always")
+def _gather_lower(A, idx, i0, k, F):
+    """F[a, b] = A[idx[i0 + a], idx[i0 + b]] for b <= a < k: the lower triangle of a submatrix."""
+    for a in range(k):
+        ja = idx[i0 + a]
+        for b in range(a + 1):
+            F[a, b] = A[ja, idx[i0 + b]]
+
+
+@njit(cache=True, inline="always")
+def _lower_gram(W, k, out):
+    """out[:k, :k] = W^T W for a lower-triangular W (k x k)."""
+    # out[a, b] = sum_{t >= max(a, b)} W[t, a] W[t, b]  (symmetric by construction)
+    for a in range(k):
+        for b in range(a, k):
+            s = 0.0
+            for t in range(b, k):
+                s += W[t, a] * W[t, b]
+            out[a, b] = s
+            out[b, a] = s
+
+
 @njit(cache=True)
 def _sigma_factor_kernel(Sigma, L, W, Q):
     """Sigma = L L^T, W = L^{-1}, Q = W^T W = Sigma^{-1}; returns log det Sigma (NaN if not PD)."""
@@ -383,14 +405,7 @@ def _sigma_factor_kernel(Sigma, L, W, Q):
     if not math.isfinite(ld):
         return np.nan
     _lower_inverse(L, D, dinv, W)
-    # Q[d, e] = sum_{t >= max(d, e)} W[t, d] W[t, e]  (symmetric by construction)
-    for d in range(D):
-        for e in range(d, D):
-            s = 0.0
-            for t in range(e, D):
-                s += W[t, d] * W[t, e]
-            Q[d, e] = s
-            Q[e, d] = s
+    _lower_gram(W, D, Q)                   # Q = W^T W = Sigma^{-1}
     return ld
 
 
@@ -420,29 +435,16 @@ def _factor_pattern(p, m_ptr, m_idx, o_ptr, o_idx, Sigma, Q, logdet_sigma, want_
     o = o_ptr[p + 1] - o0
     if rule == 1 or (rule == 0 and m <= o):
         # F = Q_mm (lower triangle), then its Cholesky factor
-        for a in range(m):
-            ja = m_idx[m0 + a]
-            for b in range(a + 1):
-                F[a, b] = Q[ja, m_idx[m0 + b]]
+        _gather_lower(Q, m_idx, m0, m, F)
         ld = _cholesky_lower(F, m, dinv)
         if not math.isfinite(ld):
             return -1, 0.0
         ld += logdet_sigma
         _lower_inverse(F, m, dinv, V)
-        # C[a, b] = sum_{t >= max(a, b)} V[t, a] V[t, b]
-        for a in range(m):
-            for b in range(a, m):
-                s = 0.0
-                for t in range(b, m):
-                    s += V[t, a] * V[t, b]
-                C[a, b] = s
-                C[b, a] = s
+        _lower_gram(V, m, C)                # C = V^T V = (Q_mm)^{-1}
         return 0, ld
-    # F = Sigma_oo, then its Cholesky factor
-    for a in range(o):
-        ka = o_idx[o0 + a]
-        for b in range(a + 1):
-            F[a, b] = Sigma[ka, o_idx[o0 + b]]
+    # F = Sigma_oo (lower triangle), then its Cholesky factor
+    _gather_lower(Sigma, o_idx, o0, o, F)
     ld = _cholesky_lower(F, o, dinv)
     if not math.isfinite(ld):
         return -1, 0.0
