@@ -44,6 +44,10 @@ Tolerances are of two kinds only:
 
 import importlib.util
 import math
+import os
+import shutil
+import subprocess
+import sys
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -1118,13 +1122,10 @@ def test_the_compiling_process_and_cache_loading_processes_compute_the_same_bits
     # later loaded them from numba's cache, on this 6-column fit (measured); the harness's
     # determinism check compares only cache-loading processes. The file is copied alone into
     # tmp_path, so the first process compiles into an empty cache.
-    import shutil
-    import subprocess
-    import sys
     shutil.copy(impute.__file__, tmp_path / "impute.py")
     script = tmp_path / "fit.py"
     script.write_text(_COMPILE_VS_CACHE)
-    env = {k: v for k, v in __import__("os").environ.items() if k != "NUMBA_NUM_THREADS"}
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
     env["NUMBA_CACHE_DIR"] = str(tmp_path / "cache")
     runs = [subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, capture_output=True,
                            text=True, timeout=600) for _ in range(2)]
